@@ -1,0 +1,53 @@
+# codeb.backup — developer and CI entry points. Run as root on Debian 12.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PY := $(BIN)/python
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv demo test unit integration sanity lint molecule bench clean
+
+help:
+	@echo "make demo   - install what is missing, then run playbooks/backup.yml on the local inventory"
+	@echo "make test   - install what is missing, then unit + integration + sanity + lint + molecule"
+	@echo "make unit | integration | sanity | lint | molecule - one part of 'make test'"
+
+deps:
+	@scripts/install-deps.sh
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: deps venv
+	scripts/demo.sh
+
+unit: venv
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+integration: deps venv
+	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+sanity: venv
+	scripts/sanity.sh
+
+lint: venv
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production
+
+molecule: deps venv
+	scripts/molecule.sh
+
+test: deps venv
+	$(PY) -m pytest -q tests/unit tests/integration $(PYTEST_ARGS)
+	scripts/sanity.sh
+	$(MAKE) lint
+
+clean:
+	rm -rf $(VENV) tests/output .pytest_cache

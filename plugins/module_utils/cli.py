@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright: codeb.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The host command ``codeb-backup``: what cron runs, without a control node.
+
+Each subsystem module in module_utils exposes ``register_cli(subparsers)``, adding its
+sub-commands; each sub-command's handler returns a JSON-serialisable result dict. The
+same core functions serve the Ansible modules, so nothing is implemented twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+
+# module_utils modules that contribute sub-commands, in help order.
+SUBSYSTEMS = (
+)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='codeb-backup',
+        description='codeb.backup host command: snapshots, verification, restore and '
+                    'retention for PostgreSQL, Redis and .env files. Prints a JSON result.')
+    subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
+    subparsers.required = True
+    for name in SUBSYSTEMS:
+        module = importlib.import_module(
+            'ansible_collections.codeb.backup.plugins.module_utils.%s' % name)
+        module.register_cli(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except BackupError as exc:
+        sys.stdout.write(json.dumps(dict(failed=True, **exc.as_result()), sort_keys=True) + '\n')
+        sys.stderr.write('codeb-backup %s: error: %s\n' % (args.command, exc.msg))
+        return 1
+    sys.stdout.write(json.dumps(result, indent=2, sort_keys=True, default=str) + '\n')
+    return 0

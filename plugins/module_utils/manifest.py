@@ -1,0 +1,60 @@
+# -*- coding: utf-8 -*-
+# Copyright: codeb.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The manifest of a backup directory: one ``manifest.json`` listing every whole artifact.
+
+An entry is added only after its artifact was committed under its final name, and
+removed before the artifact is deleted, so the manifest never names a file that is not
+whole. Entries are plain dicts keyed by file name; each subsystem adds its own fields to
+the common ones: ``file``, ``time`` (UTC ``YYYY-MM-DDTHH:MM:SS``), ``sha256``,
+``size_bytes``, ``duration_seconds``, ``status`` (``ok`` or ``failed_verification``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+from ansible_collections.codeb.backup.plugins.module_utils import durable
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
+
+MANIFEST_NAME = 'manifest.json'
+FORMAT_VERSION = 1
+
+
+class Manifest(object):
+    def __init__(self, directory, name=MANIFEST_NAME):
+        self.directory = directory
+        self.path = os.path.join(directory, name)
+        self.lock_path = os.path.join(directory, '.%s.lock' % name)
+
+    def load(self):
+        """The entries as ``{file: entry}``; an absent manifest is empty."""
+        try:
+            with open(self.path, 'rb') as handle:
+                data = json.loads(handle.read().decode('utf-8'))
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise BackupError('manifest %s is not valid JSON (%s); it was not changed. '
+                              'Inspect or move it aside.' % (self.path, exc))
+        if not isinstance(data, dict) or not isinstance(data.get('entries'), dict):
+            raise BackupError('manifest %s has an unknown layout; it was not changed.' % self.path)
+        return data['entries']
+
+    def entries(self):
+        """Entries sorted oldest first (by ``time``, then file name)."""
+        return sorted(self.load().values(), key=lambda e: (e.get('time', ''), e.get('file', '')))
+
+    @contextlib.contextmanager
+    def update(self, wait=30.0):
+        """Lock, load, let the caller change the ``{file: entry}`` dict, write it back
+        atomically if it changed."""
+        with job_lock(self.lock_path, 'manifest update in %s' % self.directory, wait=wait):
+            entries = self.load()
+            before = json.dumps(entries, sort_keys=True)
+            yield entries
+            if json.dumps(entries, sort_keys=True) != before:
+                durable.atomic_write_json(self.path, {'format': FORMAT_VERSION, 'entries': entries})

@@ -1,0 +1,68 @@
+# -*- coding: utf-8 -*-
+# Copyright: codeb.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Validation of user-supplied names and the UTC timestamp format of artifact names."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+
+# A name becomes one path component: it must not contain '/', must not be '.' or '..',
+# and must not start with '-' or '.', so it can never escape its directory, hide, or be
+# read as a command-line option.
+NAME_PATTERN = r'[A-Za-z0-9][A-Za-z0-9_.-]*'
+NAME_MAX = 63  # PostgreSQL's identifier limit; plenty for projects and environments
+_NAME_RE = re.compile(r'\A' + NAME_PATTERN + r'\Z')
+
+TIMESTAMP_FORMAT = '%Y-%m-%dT%H:%M:%S'
+_TIMESTAMP_RE = re.compile(r'\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\Z')
+
+
+def validate_name(param, value):
+    """Return ``value`` if it is a safe single path component, else raise BackupError."""
+    if not isinstance(value, str) or not value:
+        raise BackupError('%s must be a non-empty name; got %r' % (param, value), param=param)
+    if len(value) > NAME_MAX:
+        raise BackupError('%s is %d characters long; at most %d are allowed'
+                          % (param, len(value), NAME_MAX), param=param)
+    if not _NAME_RE.match(value):
+        raise BackupError(
+            '%s %r is not allowed: use letters, digits, "_", "-" and "." only, starting with a '
+            'letter or digit (no "/", no "..")' % (param, value), param=param)
+    return value
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def format_timestamp(moment=None):
+    """``YYYY-MM-DDTHH:MM:SS`` in UTC, the timestamp used in every artifact name."""
+    moment = moment or utcnow()
+    return moment.astimezone(datetime.timezone.utc).strftime(TIMESTAMP_FORMAT)
+
+
+def parse_timestamp(param, value):
+    """Parse a ``YYYY-MM-DDTHH:MM:SS`` UTC timestamp, naming ``param`` on error."""
+    if not isinstance(value, str) or not _TIMESTAMP_RE.match(value):
+        raise BackupError('%s must be a UTC timestamp like 2026-01-07T10:30:00; got %r'
+                          % (param, value), param=param)
+    try:
+        parsed = datetime.datetime.strptime(value, TIMESTAMP_FORMAT)
+    except ValueError as exc:
+        raise BackupError('%s %r is not a valid time: %s' % (param, value, exc), param=param)
+    return parsed.replace(tzinfo=datetime.timezone.utc)
+
+
+def unique_timestamp(taken, moment=None):
+    """A timestamp not in ``taken``: bumps by whole seconds, so two runs within one second
+    still get distinct, correctly ordered names."""
+    moment = moment or utcnow()
+    stamp = format_timestamp(moment)
+    while stamp in taken:
+        moment = moment + datetime.timedelta(seconds=1)
+        stamp = format_timestamp(moment)
+    return stamp

@@ -1,0 +1,41 @@
+# -*- coding: utf-8 -*-
+# Copyright: codeb.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Running external tools (pg_dump, redis-check-rdb, pgbackrest, nginx ...).
+
+Secrets go in through the environment or a 0600 file, never on the command line.
+A tool that fails raises BackupError with the tail of its stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+
+STDERR_TAIL = 2000
+
+
+def run(argv, env=None, what=None, timeout=None, input_data=None, check=True):
+    """Run ``argv`` (a list, no shell) and return CompletedProcess with text output.
+
+    ``env`` is added to the current environment. On a non-zero exit (when ``check``),
+    raise BackupError naming ``what`` (default: the program) and quoting its stderr.
+    """
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    try:
+        proc = subprocess.run(argv, env=full_env, input=input_data, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise BackupError('%s is not installed or not on PATH' % argv[0])
+    except subprocess.TimeoutExpired:
+        raise BackupError('%s did not finish within %s s' % (what or argv[0], timeout))
+    if check and proc.returncode != 0:
+        raise BackupError('%s failed (exit %d): %s' % (
+            what or os.path.basename(argv[0]), proc.returncode,
+            (proc.stderr or proc.stdout or '').strip()[-STDERR_TAIL:]),
+            rc=proc.returncode)
+    return proc

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# ansible-test must run from a path ending in ansible_collections/<namespace>/<name>:
+# copy the tracked (and new, unignored) files there and run sanity with no ignore file.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+SANITY_VENV=${SANITY_VENV:-$root/.venv-sanity}
+if [ ! -x "$SANITY_VENV/bin/ansible-test" ]; then
+  python3 -m venv "$SANITY_VENV"
+  "$SANITY_VENV/bin/pip" install -q "$(grep '^ansible-core==' "$root/requirements.txt")"
+fi
+# ansible-test bootstraps pip in the venvs of its import test with a script downloaded from
+# a host CI cannot reach; put an offline stand-in where it caches that script.
+site=$("$SANITY_VENV/bin/python" -c 'import ansible_test, os; print(os.path.dirname(ansible_test.__file__))')
+pip_version=$(grep -oP "pip='\K[0-9.]+" "$site/_internal/python_requirements.py")
+cache="$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
+if [ ! -f "$cache" ]; then
+  mkdir -p "$(dirname "$cache")"
+  cp "$root/scripts/files/get_pip_offline.py" "$cache"
+fi
+PYVER=$("$SANITY_VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+dest="$work/ansible_collections/codeb/backup"
+mkdir -p "$dest"
+cd "$root"
+while IFS= read -r -d '' file; do
+  case "$file" in .collections/*) continue ;; esac
+  # a tracked file deleted in the work tree is simply not copied
+  if [ -e "$file" ] || [ -L "$file" ]; then cp --parents -P "$file" "$dest"/; fi
+done < <(git ls-files -z --cached --others --exclude-standard)
+cd "$dest"
+# ansible-test's --venv mode downloads a pip bootstrap script from a host CI cannot reach,
+# so sanity runs --local in a venv of its own, where --requirements installs its pins.
+"$SANITY_VENV/bin/ansible-test" sanity --local --requirements --python "$PYVER" --color no "$@"
