@@ -1,0 +1,263 @@
+"""Unit tests of the blue-green slot state (plugins/module_utils/slot_state.py)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from ansible_collections.codeb.backup.plugins.module_utils import slot_state
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
+from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
+
+
+def _deploy(state_dir, version, db=None, **kw):
+    return slot_state.record_deploy(str(state_dir), 'worb', version, db_snapshot=db, **kw)
+
+
+def _snapshot_tree(path):
+    """Names and contents of every file under ``path`` (to prove nothing changed)."""
+    found = {}
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            with open(full, 'rb') as handle:
+                found[os.path.relpath(full, path)] = handle.read()
+    return found
+
+
+def test_first_deploy_goes_to_blue_with_seed_schema(tmp_path):
+    result = _deploy(tmp_path, 'v1', db='worb-2026-01-07T10:00:00.dump', deployed_by='key_abc123',
+                     redis_snapshot='worb-2026-01-07T10:00:00.rdb', env_backup='2026-01-07T10:00:00',
+                     team_id='team1')
+    assert result['changed'] and result['slot'] == 'blue'
+    with open(os.path.join(str(tmp_path), 'worb.json')) as handle:
+        data = json.load(handle)
+    assert data['projectName'] == 'worb' and data['teamId'] == 'team1'
+    assert data['activeSlot'] == 'blue'
+    assert data['blue'] == dict(data['blue'], name='blue', state='active', version='v1',
+                                deployedBy='key_abc123', dbSnapshot='worb-2026-01-07T10:00:00.dump',
+                                redisSnapshot='worb-2026-01-07T10:00:00.rdb',
+                                envBackup='2026-01-07T10:00:00')
+    assert data['green'] == {'name': 'green', 'state': 'empty'}
+    assert data['lastUpdated'].endswith('Z')
+    assert data['history'][-1]['action'] == 'deployed'
+    assert oct(os.stat(os.path.join(str(tmp_path), 'worb.json')).st_mode & 0o777) == '0o644'
+
+
+def test_second_deploy_alternates_and_old_becomes_grace(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1')
+    result = _deploy(tmp_path, 'v2', db='s2', slot='green')
+    state = result['slot_state']
+    assert state['activeSlot'] == 'green'
+    assert state['green']['version'] == 'v2' and state['green']['state'] == 'active'
+    assert state['blue']['version'] == 'v1' and state['blue']['state'] == 'grace'
+    third = _deploy(tmp_path, 'v3', db='s3')
+    assert third['slot'] == 'blue' and third['slot_state']['green']['state'] == 'grace'
+
+
+def test_same_deploy_twice_is_idempotent(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1')
+    before = _snapshot_tree(tmp_path)
+    again = _deploy(tmp_path, 'v1', db='s1')
+    assert again['changed'] is False
+    assert _snapshot_tree(tmp_path) == before
+
+
+def test_deploy_into_active_slot_is_refused_and_changes_nothing(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1')
+    before = _snapshot_tree(tmp_path)
+    with pytest.raises(BackupError) as info:
+        _deploy(tmp_path, 'v2', db='s2', slot='blue')
+    assert info.value.param == 'slot' and 'inactive slot green' in info.value.msg
+    assert _snapshot_tree(tmp_path) == before
+
+
+def test_check_mode_predicts_and_writes_nothing(tmp_path):
+    result = _deploy(tmp_path, 'v1', db='s1', check_mode=True)
+    assert result['changed'] is True and result['slot'] == 'blue'
+    assert os.listdir(str(tmp_path)) == []
+    _deploy(tmp_path, 'v1', db='s1')
+    _deploy(tmp_path, 'v2', db='s2')
+    before = _snapshot_tree(tmp_path)
+    plan = slot_state.record_rollback(str(tmp_path), 'worb', require=['db'], check_mode=True,
+                                      metrics_dir=str(tmp_path / 'metrics'))
+    assert plan['changed'] and plan['rollback']['target_slot'] == 'blue'
+    assert plan['rollback']['db_snapshot'] == 's1'
+    assert _snapshot_tree(tmp_path) == before
+
+
+def test_rollback_and_roll_forward_with_safety_snapshot(tmp_path):
+    metrics_dir = tmp_path / 'metrics'
+    _deploy(tmp_path, 'v1', db='s1')
+    _deploy(tmp_path, 'v2', db='s2')
+    result = slot_state.record_rollback(str(tmp_path), 'worb', require=['db'],
+                                        safety_db_snapshot='safety1', rolled_back_by='ops',
+                                        metrics_dir=str(metrics_dir))
+    state = result['slot_state']
+    assert result['changed'] and state['activeSlot'] == 'blue'
+    assert state['blue']['state'] == 'active' and state['green']['state'] == 'rolled_back'
+    # the slot traffic left now remembers the data it last ran with
+    assert state['green']['dbSnapshot'] == 'safety1'
+    assert state['history'][-1]['action'] == 'rolled_back'
+    assert state['history'][-1]['safetySnapshot'] == 'safety1'
+    assert os.listdir(str(metrics_dir)) == ['codeb_backup_bluegreen_rollback_worb.prom']
+    # roll forward again
+    forward = slot_state.record_rollback(str(tmp_path), 'worb', require=['db'],
+                                         metrics_dir=str(metrics_dir))
+    assert forward['rollback']['target_slot'] == 'green'
+    assert forward['rollback']['db_snapshot'] == 'safety1'
+    assert forward['slot_state']['activeSlot'] == 'green'
+
+
+def test_to_version_is_idempotent(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1')
+    _deploy(tmp_path, 'v2', db='s2')
+    first = slot_state.record_rollback(str(tmp_path), 'worb', to_version='v1', metrics_dir='')
+    assert first['changed'] and first['slot'] == 'blue'
+    before = _snapshot_tree(tmp_path)
+    second = slot_state.record_rollback(str(tmp_path), 'worb', to_version='v1', metrics_dir='')
+    assert second['changed'] is False
+    assert _snapshot_tree(tmp_path) == before
+
+
+@pytest.mark.parametrize('kwargs, param, words', [
+    (dict(to_version='v9'), 'to_version', 'not in the history'),
+    (dict(to_version='v0'), 'to_version', 'no longer in a slot'),
+    (dict(to_version='../../etc'), 'to_version', 'not allowed'),
+    (dict(require=['redis']), 'restore_redis', 'no redisSnapshot'),
+    (dict(require=['env']), 'restore_env', 'no envBackup'),
+    (dict(expect_generation=1), 'expect_generation', 'changed since the preflight'),
+])
+def test_rollback_refusals_change_nothing(tmp_path, kwargs, param, words):
+    _deploy(tmp_path, 'v0', db='s0')
+    _deploy(tmp_path, 'v1', db='s1')
+    _deploy(tmp_path, 'v2', db='s2')
+    before = _snapshot_tree(tmp_path)
+    with pytest.raises(BackupError) as info:
+        slot_state.record_rollback(str(tmp_path), 'worb', metrics_dir='', **kwargs)
+    assert info.value.param == param
+    assert words in info.value.msg
+    assert _snapshot_tree(tmp_path) == before
+
+
+def test_rollback_refused_when_target_slot_empty(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1')
+    before = _snapshot_tree(tmp_path)
+    with pytest.raises(BackupError) as info:
+        slot_state.record_rollback(str(tmp_path), 'worb', metrics_dir='')
+    assert 'slot green' in info.value.msg and 'empty' in info.value.msg
+    assert info.value.param == 'project'
+    assert _snapshot_tree(tmp_path) == before
+
+
+def test_rollback_refused_when_db_snapshot_missing(tmp_path):
+    _deploy(tmp_path, 'v1')          # deployed without a DB snapshot
+    _deploy(tmp_path, 'v2', db='s2')
+    with pytest.raises(BackupError) as info:
+        slot_state.record_rollback(str(tmp_path), 'worb', require=['db'], metrics_dir='')
+    assert info.value.param == 'restore_db' and 'no dbSnapshot' in info.value.msg
+
+
+@pytest.mark.parametrize('project', ['../etc', 'a/b', '..', '-rf', ''])
+def test_traversal_project_names_refused(tmp_path, project):
+    for call in (lambda: slot_state.record_deploy(str(tmp_path), project, 'v1'),
+                 lambda: slot_state.record_rollback(str(tmp_path), project, metrics_dir=''),
+                 lambda: slot_state.query(str(tmp_path), project)):
+        with pytest.raises(BackupError) as info:
+            call()
+        assert info.value.param == 'project'
+    assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize('field, value', [('version', '../v1'), ('db_snapshot', '../../x.dump'),
+                                          ('redis_snapshot', 'a/b'), ('env_backup', '.hidden'),
+                                          ('deployed_by', 'x' * 200), ('team_id', 'bad\nline')])
+def test_bad_deploy_fields_refused(tmp_path, field, value):
+    kwargs = {'version': 'v1'}
+    kwargs[field] = value
+    version = kwargs.pop('version')
+    with pytest.raises(BackupError) as info:
+        slot_state.record_deploy(str(tmp_path), 'worb', version, **kwargs)
+    assert info.value.param == field
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_unknown_project_is_named(tmp_path):
+    with pytest.raises(BackupError) as info:
+        slot_state.record_rollback(str(tmp_path), 'nosuch', metrics_dir=str(tmp_path / 'm'))
+    assert info.value.param == 'project' and "unknown project 'nosuch'" in info.value.msg
+    assert os.listdir(str(tmp_path)) == []
+    assert slot_state.query(str(tmp_path), 'nosuch')['exists'] is False
+
+
+def test_corrupt_or_foreign_state_file_is_refused_untouched(tmp_path):
+    path = tmp_path / 'worb.json'
+    for content in ('{not json', json.dumps({'projectName': 'other'}),
+                    json.dumps(dict(slot_state.empty_state('worb'), activeSlot='red'))):
+        path.write_text(content)
+        with pytest.raises(BackupError) as info:
+            _deploy(tmp_path, 'v1')
+        assert 'was not changed' in info.value.msg
+        assert path.read_text() == content
+
+
+def test_active_slot_is_not_taken_from_file_times(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1')
+    _deploy(tmp_path, 'v2', db='s2')
+    path = str(tmp_path / 'worb.json')
+    os.utime(path, (0, 0))
+    assert slot_state.query(str(tmp_path), 'worb')['summary']['active_version'] == 'v2'
+
+
+def test_history_is_short(tmp_path):
+    for number in range(slot_state.HISTORY_SIZE + 5):
+        _deploy(tmp_path, 'v%d' % number)
+    state = slot_state.query(str(tmp_path), 'worb')['slot_state']
+    assert len(state['history']) == slot_state.HISTORY_SIZE
+    assert state['history'][-1]['version'] == 'v%d' % (slot_state.HISTORY_SIZE + 4)
+    assert state['generation'] == slot_state.HISTORY_SIZE + 5
+
+
+def _hold_lock(path, ready, seconds):
+    with job_lock(path, 'test holder'):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_concurrent_change_waits_then_fails_clearly(tmp_path):
+    _deploy(tmp_path, 'v1')
+    ready = multiprocessing.Event()
+    holder = multiprocessing.Process(target=_hold_lock,
+                                     args=(str(tmp_path / '.worb.lock'), ready, 3))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(LockTimeout) as info:
+            _deploy(tmp_path, 'v2', lock_timeout=0.3)
+        assert 'slot state change of project worb' in info.value.msg
+    finally:
+        holder.join()
+    assert slot_state.query(str(tmp_path), 'worb')['summary']['active_version'] == 'v1'
+
+
+def _cli_parser():
+    import argparse
+    parser = argparse.ArgumentParser()
+    slot_state.register_cli(parser.add_subparsers(dest='command'))
+    return parser
+
+
+def test_cli_status(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1')
+    args = _cli_parser().parse_args(['slot-status', '--project', 'worb',
+                                     '--state-dir', str(tmp_path)])
+    result = args.handler(args)
+    assert result['summary']['active_slot'] == 'blue'
+    args = _cli_parser().parse_args(['slot-status', '--project', 'nosuch',
+                                     '--state-dir', str(tmp_path)])
+    with pytest.raises(BackupError):
+        args.handler(args)
