@@ -1,0 +1,324 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: codeb.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: pg_snapshot
+short_description: Verified per-database PostgreSQL snapshots with safe restore and retention
+version_added: "1.0.0"
+description:
+  - Snapshots one PostgreSQL database with C(pg_dump) to
+    C({backup_dir}/{database}-{YYYY-MM-DDTHH:MM:SS}.dump) (UTC), or C(.dump.zst) when
+    compressed with zstd. The file is written under a temporary name, checked with
+    C(pg_restore --list), fsynced and renamed, and only then recorded in
+    C({backup_dir}/manifest.json) with its sha256, size, duration, server version and the
+    exact row count of every table (counted in the same MVCC snapshot C(pg_dump) used).
+  - O(state=verified) re-checks snapshots (sha256 and C(pg_restore --list)) and fails if one
+    is damaged, marking it C(failed_verification) in the manifest.
+  - O(state=restored) verifies the snapshot first and refuses a checksum mismatch, restores
+    into a fresh temporary database, compares the row counts with the manifest, and only then
+    swaps it in by renaming. A failed restore leaves the live database exactly as it was.
+  - O(state=pruned) (also applied after every O(state=present)) deletes snapshots older than
+    O(keep_days) but never the newest O(keep_min) good ones, even when backups stopped weeks
+    ago. Manifest entries and files go together.
+  - A lock per database makes a second concurrent run wait O(lock_timeout) seconds, then
+    fail with a clear message. Every run writes node_exporter textfile metrics.
+  - The same code runs from cron as C(codeb-backup pg-snapshot) on the host.
+author:
+  - codeb.backup contributors
+requirements:
+  - PostgreSQL 15 client tools (C(pg_dump), C(pg_restore), C(psql)) on the managed host.
+  - C(zstd) on the managed host for O(compression=zstd).
+attributes:
+  check_mode:
+    support: full
+    details: Connects and reads only; predicts the snapshot name, deletions and restores.
+  diff_mode:
+    support: none
+options:
+  state:
+    description:
+      - V(present) makes a new snapshot, then prunes.
+      - V(verified) re-checks the O(snapshot) (latest by default, V(all) for every one).
+      - V(restored) restores O(snapshot) (latest good by default) into O(target_database).
+      - V(pruned) applies O(keep_days) and O(keep_min) only.
+    type: str
+    choices: [present, verified, restored, pruned]
+    default: present
+  database:
+    description:
+      - Database to snapshot; also the database whose snapshots are verified, restored or
+        pruned. Letters, digits, C(_), C(-) and C(.), starting with a letter or digit.
+    type: str
+    required: true
+    aliases: [db, name]
+  target_database:
+    description:
+      - Database to restore into with O(state=restored). Defaults to O(database). It is
+        replaced as a whole (created if absent); its encoding, collation and owner are kept.
+    type: str
+  snapshot:
+    description:
+      - Which snapshot O(state=verified) or O(state=restored) acts on, V(latest) (default:
+        the newest one; for restore the newest good one), a file name such as
+        V(worb-2026-01-07T03:00:00.dump.zst), or its timestamp V(2026-01-07T03:00:00).
+      - V(all) verifies every snapshot of O(database).
+    type: str
+    default: latest
+  backup_dir:
+    description: Directory holding the snapshots and C(manifest.json). Created C(0700).
+    type: path
+    default: /opt/codeb/db-backup/postgresql
+  format:
+    description:
+      - pg_dump archive format. V(custom) is one file; V(directory) is a directory and
+        lets C(pg_dump) itself use O(jobs) workers (gzip or none only).
+    type: str
+    choices: [custom, directory]
+    default: custom
+  compression:
+    description:
+      - V(zstd:N) (N 1-19) pipes an uncompressed custom archive through C(zstd -T0);
+        V(gzip:N) (N 1-9) is pg_dump's own compression; V(none) writes it uncompressed.
+      - The default V(zstd:3) was chosen by C(bench/pg_snapshot_bench.py): as fast as no
+        compression and smaller than pg_dump's default gzip (see docs/benchmarks.md).
+    type: str
+    default: zstd:3
+  jobs:
+    description:
+      - Parallel workers for C(pg_restore) (and for C(pg_dump) with O(format=directory)).
+    type: int
+    default: 2
+  keep_days:
+    description: Snapshots older than this many days are pruned (subject to O(keep_min)).
+    type: int
+    default: 7
+  keep_min:
+    description: The newest this many good snapshots are never pruned, whatever their age.
+    type: int
+    default: 3
+  lock_timeout:
+    description: Seconds to wait for another run on the same database before failing.
+    type: float
+    default: 60
+  metrics_dir:
+    description:
+      - node_exporter textfile collector directory for the job metrics
+        (C(codeb_backup_last_success_timestamp_seconds{kind="pg_snapshot",target=...}) ...).
+      - An empty string disables metrics.
+    type: path
+    default: /var/lib/prometheus/node-exporter
+  login_host:
+    description: Host of the server. Empty uses O(login_unix_socket) or libpq's default socket.
+    type: str
+    default: ''
+    aliases: [host]
+  login_port:
+    description: Port of the server.
+    type: int
+    default: 5432
+    aliases: [port]
+  login_user:
+    description: Role to connect as; it must be allowed to read every object (a superuser).
+    type: str
+    default: postgres
+    aliases: [login]
+  login_password:
+    description:
+      - Password of O(login_user). It is passed to the tools in C(PGPASSWORD), never on a
+        command line. Omit it to use C(~/.pgpass) or peer authentication.
+    type: str
+    aliases: [password]
+  login_unix_socket:
+    description: Directory of the server's unix socket (used when O(login_host) is empty).
+    type: str
+    default: ''
+    aliases: [unix_socket]
+  maintenance_db:
+    description: Database to connect to for creating, renaming and dropping databases.
+    type: str
+    default: postgres
+  os_user:
+    description:
+      - Run C(psql), C(pg_dump) and C(pg_restore) as this OS user (for example V(postgres),
+        for peer authentication over the unix socket) while the snapshot files stay owned
+        by the module's user. Needs root. Not available with O(format=directory).
+    type: str
+  pg_bin_dir:
+    description: Directory of the PostgreSQL client tools.
+    type: path
+    default: /usr/lib/postgresql/15/bin
+  connect_timeout:
+    description: Seconds libpq waits for a connection.
+    type: int
+    default: 10
+notes:
+  - O(state=restored) always reports C(changed) when it restores (it replaces the database).
+  - A snapshot is a logical copy at one moment; point-in-time recovery is pgBackRest's job
+    (role C(codeb.backup.postgresql_backup)).
+seealso:
+  - module: codeb.backup.pg_snapshot_info
+'''
+
+EXAMPLES = r'''
+- name: Snapshot the worb database (zstd, verified, pruned to 7 days / at least 3)
+  codeb.backup.pg_snapshot:
+    database: worb
+    os_user: postgres
+
+- name: Verify every snapshot of worb
+  codeb.backup.pg_snapshot:
+    database: worb
+    state: verified
+    snapshot: all
+    os_user: postgres
+
+- name: Restore the latest good snapshot of worb into worb (swap, live DB untouched on failure)
+  codeb.backup.pg_snapshot:
+    database: worb
+    state: restored
+    jobs: 2
+    login_host: 127.0.0.1
+    login_password: "{{ vault_pg_password }}"
+
+- name: Restore a given snapshot into a scratch database for inspection
+  codeb.backup.pg_snapshot:
+    database: worb
+    state: restored
+    snapshot: "2026-01-07T03:00:00"
+    target_database: worb_inspect
+    os_user: postgres
+
+- name: Apply retention only
+  codeb.backup.pg_snapshot:
+    database: worb
+    state: pruned
+    keep_days: 7
+    keep_min: 3
+'''
+
+RETURN = r'''
+database:
+  description: The database acted on.
+  returned: always
+  type: str
+  sample: worb
+file:
+  description: Snapshot file name (made, or restored from).
+  returned: state is present or restored
+  type: str
+  sample: worb-2026-01-07T03:00:00.dump.zst
+path:
+  description: Full path of the snapshot made.
+  returned: state is present
+  type: str
+  sample: /opt/codeb/db-backup/postgresql/worb-2026-01-07T03:00:00.dump.zst
+sha256:
+  description: sha256 of the snapshot (for a directory, of its sorted file hashes).
+  returned: state is present or restored
+  type: str
+size_bytes:
+  description: Size of the snapshot written, restored, verified or pruned, in bytes.
+  returned: always
+  type: int
+duration_seconds:
+  description: Wall time of the run.
+  returned: always
+  type: float
+server_version:
+  description: PostgreSQL server version.
+  returned: state is present
+  type: str
+  sample: "15.8"
+format:
+  description: Archive format used.
+  returned: state is present
+  type: str
+compression:
+  description: Compression used, normalised (V(zstd:3), V(gzip:6), V(none)).
+  returned: state is present
+  type: str
+tables:
+  description: Row count per table, dumped (present) or restored (restored).
+  returned: state is present or restored
+  type: dict
+  sample: {"public.orders": 1200}
+large_objects:
+  description: Number of large objects dumped or restored.
+  returned: state is present or restored
+  type: int
+pruned:
+  description:
+    - File names deleted by retention (O(state=present)), or dicts with C(file), C(time)
+      and C(reason) (O(state=pruned)). In check mode, what would be deleted.
+  returned: state is present or pruned
+  type: list
+kept:
+  description: Snapshot files kept by retention.
+  returned: state is pruned
+  type: list
+snapshots:
+  description: One report per verified snapshot (C(file), C(ok), C(sha256_ok), C(list_ok), C(error)).
+  returned: state is verified
+  type: list
+  elements: dict
+verified:
+  description: Whether every checked snapshot passed.
+  returned: state is verified
+  type: bool
+target_database:
+  description: Database restored into.
+  returned: state is restored
+  type: str
+replaced_existing:
+  description: Whether an existing database was replaced by the restore.
+  returned: state is restored
+  type: bool
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.codeb.backup.plugins.module_utils import pg_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type='str', default='present', choices=list(core.STATES)),
+            database=dict(type='str', required=True, aliases=['db', 'name']),
+            target_database=dict(type='str'),
+            snapshot=dict(type='str', default='latest'),
+            backup_dir=dict(type='path', default=core.DEFAULT_BACKUP_DIR),
+            format=dict(type='str', default=core.DEFAULT_FORMAT, choices=list(core.FORMATS)),
+            compression=dict(type='str', default=core.DEFAULT_COMPRESSION),
+            jobs=dict(type='int', default=core.DEFAULT_JOBS),
+            keep_days=dict(type='int', default=core.DEFAULT_KEEP_DAYS),
+            keep_min=dict(type='int', default=core.DEFAULT_KEEP_MIN),
+            lock_timeout=dict(type='float', default=core.DEFAULT_LOCK_TIMEOUT),
+            metrics_dir=dict(type='path', default='/var/lib/prometheus/node-exporter'),
+            login_host=dict(type='str', default='', aliases=['host']),
+            login_port=dict(type='int', default=5432, aliases=['port']),
+            login_user=dict(type='str', default='postgres', aliases=['login']),
+            login_password=dict(type='str', no_log=True, aliases=['password']),
+            login_unix_socket=dict(type='str', default='', aliases=['unix_socket']),
+            maintenance_db=dict(type='str', default='postgres'),
+            os_user=dict(type='str'),
+            pg_bin_dir=dict(type='path', default=core.DEFAULT_PG_BIN_DIR),
+            connect_timeout=dict(type='int', default=10),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        result = core.run_state(module.params, check_mode=module.check_mode)
+    except BackupError as exc:
+        module.fail_json(**exc.as_result())
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
