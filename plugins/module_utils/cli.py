@@ -19,6 +19,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupE
 
 # module_utils modules that contribute sub-commands, in help order.
 SUBSYSTEMS = (
+    'pg_snapshot',
     'env_store',
 )
 
