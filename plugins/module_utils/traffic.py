@@ -1,0 +1,279 @@
+# -*- coding: utf-8 -*-
+# Copyright: codeb.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The blue-green traffic switch: which nginx upstream serves a project.
+
+nginx has two upstreams per project, ``codeb_<project>_blue`` and ``codeb_<project>_green``
+(templated by the ``bluegreen`` role), and the project's server block includes one small
+file, ``<include_dir>/<project>-active.conf``, holding ``proxy_pass`` to the active one.
+
+A switch writes the new include under a temporary name, fsyncs it and renames it over the
+old one (atomic: nginx never sees half a file), then runs ``nginx -t`` with the real
+configuration. If the test fails, the previous include is put back the same way and nothing
+is reloaded, so traffic stays where it was. If it passes, nginx is reloaded and the switch
+waits until the master has started workers with the new configuration and told the old ones
+to finish: when it returns, new connections go to the new slot.
+
+The active slot is read from the include's content, never from file times.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from ansible_collections.codeb.backup.plugins.module_utils import durable, process
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
+from ansible_collections.codeb.backup.plugins.module_utils.naming import validate_name
+
+DEFAULT_INCLUDE_DIR = '/etc/nginx/codeb-bluegreen'
+DEFAULT_NGINX_BINARY = '/usr/sbin/nginx'
+DEFAULT_NGINX_CONF = '/etc/nginx/nginx.conf'
+DEFAULT_PID_FILE = '/run/nginx.pid'
+DEFAULT_RELOAD_TIMEOUT = 10.0
+SLOTS = ('blue', 'green')
+_MARKER_RE = re.compile(r'^# codeb-active-slot: (\S+)\s*$', re.M)
+_PROXY_RE = re.compile(r'^\s*proxy_pass\s+http://codeb_(\S+)_(blue|green);\s*$', re.M)
+
+
+def upstream_name(project, slot):
+    return 'codeb_%s_%s' % (project, slot)
+
+
+def include_path(include_dir, project):
+    validate_name('project', project)
+    return os.path.join(include_dir, '%s-active.conf' % project)
+
+
+def render_include(project, slot):
+    return ('# Managed by codeb.backup: the active blue-green slot of project %s.\n'
+            '# Do not edit by hand; switch with the traffic_switch module, deploy.yml,\n'
+            '# rollback.yml or "codeb-backup traffic-switch".\n'
+            '# codeb-active-slot: %s\n'
+            'proxy_pass http://%s;\n' % (project, slot, upstream_name(project, slot)))
+
+
+def _validate(project, slot):
+    validate_name('project', project)
+    if slot not in SLOTS:
+        raise BackupError('slot must be blue or green; got %r' % (slot,), param='slot')
+
+
+def read_active(include_dir, project):
+    """The slot the include points at, or None if there is no include yet."""
+    path = include_path(include_dir, project)
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    marker = _MARKER_RE.search(text)
+    proxy = _PROXY_RE.search(text)
+    if not marker or not proxy or marker.group(1) != proxy.group(2) or proxy.group(1) != project:
+        raise BackupError(
+            'the active include %s was not written by codeb.backup (or was edited by hand); '
+            'it was not changed. Expected a "# codeb-active-slot:" line and "proxy_pass '
+            'http://%s;". Fix or remove it, then switch again.'
+            % (path, upstream_name(project, 'blue|green')), param='include_dir')
+    return marker.group(1)
+
+
+def nginx_argv(nginx_binary=DEFAULT_NGINX_BINARY, nginx_conf=DEFAULT_NGINX_CONF,
+               nginx_prefix=None):
+    argv = [nginx_binary]
+    if nginx_prefix:
+        argv += ['-p', nginx_prefix]
+    return argv + ['-c', nginx_conf]
+
+
+def nginx_test(nginx):
+    """Run ``nginx -t``; return ``(ok, output)``."""
+    proc = process.run(nginx + ['-t'], what='nginx -t', check=False)
+    return proc.returncode == 0, (proc.stderr or proc.stdout or '').strip()
+
+
+def _children(pid):
+    """``{child_pid: process title}`` of ``pid`` (Linux /proc)."""
+    found = {}
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % name) as handle:
+                stat = handle.read()
+            ppid = int(stat[stat.rindex(')') + 2:].split()[1])
+            if ppid != pid:
+                continue
+            with open('/proc/%s/cmdline' % name, 'rb') as handle:
+                found[int(name)] = handle.read().replace(b'\0', b' ').decode(errors='replace')
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _master_pid(pid_file):
+    try:
+        with open(pid_file) as handle:
+            pid = int(handle.read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        raise BackupError('nginx is not running: no live master process in pid file %s. Start '
+                          'nginx (or set pid_file to where its pid file is), then switch again.'
+                          % pid_file, param='pid_file')
+
+
+def reload(nginx, pid_file, timeout=DEFAULT_RELOAD_TIMEOUT):
+    """Reload nginx and wait until its master runs workers with the new configuration and
+    every old worker is gone or shutting down (so it accepts no new connections)."""
+    master = _master_pid(pid_file)
+    old = _children(master)
+    process.run(nginx + ['-s', 'reload'], what='nginx -s reload')
+    deadline = time.monotonic() + timeout
+    while True:
+        now = _children(master)
+        fresh = [pid for pid in now if pid not in old]
+        lingering = [pid for pid, title in now.items()
+                     if pid in old and 'worker process' in title and 'shutting down' not in title]
+        if fresh and not lingering:
+            return
+        if time.monotonic() >= deadline:
+            raise BackupError(
+                'nginx (master pid %d) did not start workers with the new configuration within '
+                '%.0f s of the reload; check its error log.' % (master, timeout),
+                param='reload_timeout')
+        time.sleep(0.02)
+
+
+def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_NGINX_BINARY,
+           nginx_conf=DEFAULT_NGINX_CONF, nginx_prefix=None, pid_file=DEFAULT_PID_FILE,
+           check_mode=False, lock_timeout=60.0, reload_timeout=DEFAULT_RELOAD_TIMEOUT):
+    """Point project's traffic at ``slot``. Returns a result dict.
+
+    In check mode nothing is written: it reports whether the switch would change anything
+    and runs ``nginx -t`` on the current configuration, failing if nginx would refuse it.
+    """
+    _validate(project, slot)
+    started = time.monotonic()
+    path = include_path(include_dir, project)
+    nginx = nginx_argv(nginx_binary, nginx_conf, nginx_prefix)
+    if not os.path.isdir(include_dir):
+        raise BackupError('include_dir %s does not exist; apply the codeb.backup.bluegreen role '
+                          'first.' % include_dir, param='include_dir')
+    if check_mode:
+        previous = read_active(include_dir, project)
+        if previous != slot:
+            ok, output = nginx_test(nginx)
+            if not ok:
+                raise BackupError('nginx -t fails on the current configuration, so a switch of '
+                                  'project %s to %s would be refused: %s' % (project, slot, output),
+                                  param='nginx_conf')
+        return _result(project, slot, previous, path, previous != slot, started)
+    with job_lock(os.path.join(include_dir, '.%s-switch.lock' % project),
+                  'traffic switch of project %s' % project, wait=lock_timeout):
+        previous = read_active(include_dir, project)
+        if previous == slot:
+            return _result(project, slot, previous, path, False, started)
+        previous_bytes = None
+        if previous:
+            with open(path, 'rb') as handle:
+                previous_bytes = handle.read()
+        durable.atomic_write_bytes(path, render_include(project, slot).encode(), mode=0o644)
+        ok, output = nginx_test(nginx)
+        if not ok:
+            _put_back(path, previous_bytes)
+            raise BackupError(
+                'nginx -t failed with project %s switched to slot %s, so nothing was reloaded '
+                'and the previous include was put back: traffic stays on %s. Fix the nginx '
+                'configuration, then switch again. nginx said: %s'
+                % (project, slot, previous or 'nothing (no include existed)', output),
+                param='nginx_conf', nginx_output=output)
+        try:
+            reload(nginx, pid_file, reload_timeout)
+        except BackupError as exc:
+            _put_back(path, previous_bytes)
+            raise BackupError('%s The previous include (slot %s) was put back.'
+                              % (exc.msg, previous), param=exc.param)
+    return _result(project, slot, previous, path, True, started)
+
+
+def _put_back(path, previous_bytes):
+    if previous_bytes is None:
+        durable.discard(path)
+        durable.fsync_dir(os.path.dirname(path))
+    else:
+        durable.atomic_write_bytes(path, previous_bytes, mode=0o644)
+
+
+def ensure_include(project, slot, include_dir=DEFAULT_INCLUDE_DIR, check_mode=False):
+    """Create the project's include pointing at ``slot`` only if none exists (a role's
+    first run); an existing include is never switched here. Nothing is reloaded."""
+    _validate(project, slot)
+    started = time.monotonic()
+    path = include_path(include_dir, project)
+    previous = read_active(include_dir, project) if os.path.isdir(include_dir) else None
+    if previous is not None:
+        return _result(project, previous, previous, path, False, started)
+    if not check_mode:
+        durable.ensure_dir(include_dir, mode=0o755)
+        durable.atomic_write_bytes(path, render_include(project, slot).encode(), mode=0o644)
+    return _result(project, slot, None, path, True, started)
+
+
+def _result(project, slot, previous, path, changed, started):
+    return {
+        'changed': changed,
+        'project': project,
+        'slot': slot,
+        'previous_slot': previous,
+        'include': path,
+        'upstream': upstream_name(project, slot),
+        'diff': {'before': 'active slot: %s\n' % (previous or 'none'),
+                 'after': 'active slot: %s\n' % slot,
+                 'before_header': path, 'after_header': path},
+        'duration_seconds': round(time.monotonic() - started, 4),
+        'size_bytes': os.path.getsize(path) if os.path.exists(path) else 0,
+    }
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def register_cli(subparsers):
+    parser = subparsers.add_parser(
+        'traffic-switch', help='point a project\'s nginx traffic at its blue or green slot',
+        description='Emergency switch without a control node: rewrite the project\'s active '
+                    'include atomically, run nginx -t (putting the old include back if it '
+                    'fails) and reload nginx. Does not change the slot state file; prefer '
+                    'playbooks/rollback.yml, which does both.')
+    parser.add_argument('--project', required=True)
+    parser.add_argument('--slot', required=True, choices=SLOTS)
+    _nginx_args(parser)
+    parser.set_defaults(handler=_cli_switch)
+    status = subparsers.add_parser(
+        'traffic-status', help='show which slot nginx sends a project\'s traffic to')
+    status.add_argument('--project', required=True)
+    status.add_argument('--include-dir', default=DEFAULT_INCLUDE_DIR)
+    status.set_defaults(handler=_cli_status)
+
+
+def _nginx_args(parser):
+    parser.add_argument('--include-dir', default=DEFAULT_INCLUDE_DIR)
+    parser.add_argument('--nginx-binary', default=DEFAULT_NGINX_BINARY)
+    parser.add_argument('--nginx-conf', default=DEFAULT_NGINX_CONF)
+    parser.add_argument('--nginx-prefix', default=None)
+    parser.add_argument('--pid-file', default=DEFAULT_PID_FILE)
+
+
+def _cli_switch(args):
+    result = switch(args.project, args.slot, include_dir=args.include_dir,
+                    nginx_binary=args.nginx_binary, nginx_conf=args.nginx_conf,
+                    nginx_prefix=args.nginx_prefix, pid_file=args.pid_file)
+    result.pop('diff', None)
+    return result
+
+
+def _cli_status(args):
+    return {'project': args.project, 'slot': read_active(args.include_dir, args.project),
+            'include': include_path(args.include_dir, args.project)}

@@ -1,0 +1,199 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: codeb.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: traffic_switch
+short_description: Switch a project's nginx traffic between its blue and green slots
+version_added: "0.1.0"
+description:
+  - nginx has two upstreams per project, C(codeb_<project>_blue) and C(codeb_<project>_green)
+    (templated by the C(codeb.backup.bluegreen) role), and the project's server block includes
+    C(<include_dir>/<project>-active.conf), which holds the C(proxy_pass) to the active one.
+  - I(state=switched) rewrites that include atomically (temporary file, fsync, rename), runs
+    C(nginx -t) with the real configuration and reloads nginx, then waits until nginx runs
+    workers with the new configuration. If C(nginx -t) fails, the previous include is put
+    back and nothing is reloaded, so traffic stays where it was, and the task fails with
+    nginx's message.
+  - I(state=present) creates the include pointing at I(slot) only when none exists (a
+    role's first run); it never switches an existing one and does not reload.
+  - I(state=query) reports the active slot and changes nothing.
+  - The active slot is read from the include's content, never from file times. This module
+    does not change the slot state file; see M(codeb.backup.slot_rollback).
+author:
+  - codeb.backup contributors
+options:
+  project:
+    description:
+      - The project (one path component; letters, digits, C(_), C(-) and C(.)).
+    type: str
+    required: true
+  slot:
+    description:
+      - The slot to send traffic to. Required unless I(state=query).
+    type: str
+    choices: [blue, green]
+  state:
+    description:
+      - C(switched) points traffic at I(slot); C(present) only creates a missing include;
+        C(query) reads.
+    type: str
+    choices: [switched, present, query]
+    default: switched
+  include_dir:
+    description:
+      - Directory of the C(<project>-active.conf) includes.
+    type: path
+    default: /etc/nginx/codeb-bluegreen
+  nginx_binary:
+    description:
+      - The nginx executable.
+    type: path
+    default: /usr/sbin/nginx
+  nginx_conf:
+    description:
+      - The main nginx configuration file, passed as C(nginx -c) to C(nginx -t) and the reload.
+    type: path
+    default: /etc/nginx/nginx.conf
+  nginx_prefix:
+    description:
+      - nginx prefix path (C(nginx -p)), for an nginx that runs with a prefix of its own.
+    type: path
+  pid_file:
+    description:
+      - nginx's pid file, used to find the master process and see the reload take effect.
+    type: path
+    default: /run/nginx.pid
+  reload_timeout:
+    description:
+      - Seconds to wait for nginx to run workers with the new configuration after the reload.
+    type: float
+    default: 10
+  lock_timeout:
+    description:
+      - Seconds to wait for another switch of the same project before failing.
+    type: float
+    default: 60
+notes:
+  - Check mode writes nothing; for a switch that would change something it runs C(nginx -t)
+    on the current configuration and fails if nginx would refuse it.
+  - Diff mode shows the active slot before and after.
+seealso:
+  - module: codeb.backup.slot_rollback
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+'''
+
+EXAMPLES = r'''
+- name: Send worb's traffic to the green slot
+  codeb.backup.traffic_switch:
+    project: worb
+    slot: green
+
+- name: Which slot serves worb?
+  codeb.backup.traffic_switch:
+    project: worb
+    state: query
+  register: traffic
+'''
+
+RETURN = r'''
+slot:
+  description: The slot traffic goes to after the task (for query, the current one; null if there is no include).
+  returned: always
+  type: str
+  sample: green
+previous_slot:
+  description: The slot traffic went to before the task; null if there was no include.
+  returned: always
+  type: str
+  sample: blue
+include:
+  description: The active include file.
+  returned: always
+  type: str
+  sample: /etc/nginx/codeb-bluegreen/worb-active.conf
+upstream:
+  description: The nginx upstream traffic goes to.
+  returned: when slot is known
+  type: str
+  sample: codeb_worb_green
+duration_seconds:
+  description: Time the task took, including nginx -t and the reload.
+  returned: always
+  type: float
+size_bytes:
+  description: Size of the include file.
+  returned: always
+  type: int
+nginx_output:
+  description: What C(nginx -t) said when it refused the configuration.
+  returned: when nginx -t failed
+  type: str
+'''
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.codeb.backup.plugins.module_utils import traffic
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            project=dict(type='str', required=True),
+            slot=dict(type='str', choices=list(traffic.SLOTS)),
+            state=dict(type='str', default='switched', choices=['switched', 'present', 'query']),
+            include_dir=dict(type='path', default=traffic.DEFAULT_INCLUDE_DIR),
+            nginx_binary=dict(type='path', default=traffic.DEFAULT_NGINX_BINARY),
+            nginx_conf=dict(type='path', default=traffic.DEFAULT_NGINX_CONF),
+            nginx_prefix=dict(type='path'),
+            pid_file=dict(type='path', default=traffic.DEFAULT_PID_FILE),
+            reload_timeout=dict(type='float', default=traffic.DEFAULT_RELOAD_TIMEOUT),
+            lock_timeout=dict(type='float', default=60.0),
+        ),
+        required_if=[('state', 'switched', ['slot']), ('state', 'present', ['slot'])],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        if p['state'] == 'switched':
+            result = traffic.switch(
+                p['project'], p['slot'], include_dir=p['include_dir'],
+                nginx_binary=p['nginx_binary'], nginx_conf=p['nginx_conf'],
+                nginx_prefix=p['nginx_prefix'], pid_file=p['pid_file'],
+                check_mode=module.check_mode, lock_timeout=p['lock_timeout'],
+                reload_timeout=p['reload_timeout'])
+        elif p['state'] == 'present':
+            result = traffic.ensure_include(p['project'], p['slot'], include_dir=p['include_dir'],
+                                            check_mode=module.check_mode)
+        else:
+            started = time.monotonic()
+            active = traffic.read_active(p['include_dir'], p['project'])
+            path = traffic.include_path(p['include_dir'], p['project'])
+            result = dict(changed=False, project=p['project'], slot=active, previous_slot=active,
+                          include=path, duration_seconds=round(time.monotonic() - started, 4),
+                          size_bytes=os.path.getsize(path) if os.path.exists(path) else 0,
+                          diff=None)
+            if active:
+                result['upstream'] = traffic.upstream_name(p['project'], active)
+    except BackupError as exc:
+        module.fail_json(**exc.as_result())
+    diff = result.pop('diff')
+    if module._diff and diff:
+        result['diff'] = diff
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
