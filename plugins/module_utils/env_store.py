@@ -133,7 +133,7 @@ class EnvStore(object):
     def resolve(self, version, entries=None):
         """The log entry for ``master``, ``current``, a timestamp or ``<timestamp>.env``."""
         entries = self.entries() if entries is None else entries
-        if not isinstance(version, str) or not version:
+        if not isinstance(version, str):
             raise BackupError('version must be master, current or a timestamp like '
                               '2026-01-07T10:30:00; got %r' % (version,), param='version')
         wanted = version[:-4] if version.endswith('.env') and version != '.env' else version
@@ -474,7 +474,10 @@ def _restore(store, version, real, dest, file_mode, uid, gid, check_mode):
     entries = store.entries()
     entry = store.resolve(version, entries)
     wanted = version[:-4] if version.endswith('.env') else version
-    data = store.read_version(entry, MASTER if wanted == 'master' else None)
+    name = None
+    if wanted == 'master' and os.path.exists(store.file(MASTER)):
+        name = MASTER  # else a killed first run had not written it yet: same bytes as entry
+    data = store.read_version(entry, name)
     try:
         with open(real, 'rb') as handle:
             old = handle.read()

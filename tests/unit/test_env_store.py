@@ -1,0 +1,481 @@
+"""The env store: versions, master immutability, restore, bad input, permissions, metrics,
+locks, and consistency after kill -9 at every step of the write path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.codeb.backup.plugins.module_utils import env_store
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+A = b'# app\nexport DB_URL="postgres://u:pw@db/worb"\nSECRET=alpha # rotated\n'
+B = b'# app\nexport DB_URL="postgres://u:pw@db/worb"\nSECRET=beta # rotated\nNEW=1\n'
+C = b'# app\nSECRET=gamma # rotated\n'
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def backup(root, data, project='worb', environment='production', **kw):
+    kw.setdefault('metrics_dir', '')
+    return env_store.backup(str(root), project, environment, content=data.decode(), **kw)
+
+
+def store_dir(root, project='worb', environment='production'):
+    return os.path.join(str(root), project, environment)
+
+
+def read(path):
+    with open(path, 'rb') as handle:
+        return handle.read()
+
+
+def log_versions(root, project='worb', environment='production'):
+    return json.loads(read(os.path.join(store_dir(root, project, environment),
+                                        'backup-log.json')))['versions']
+
+
+def snapshot_tree(path):
+    """{relative path: (bytes, mode)} of everything under path."""
+    result = {}
+    if not os.path.exists(path):
+        return result
+    for base, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(base, name)
+            mode = stat.S_IMODE(os.lstat(full).st_mode)
+            result[os.path.relpath(full, path)] = (read(full) if name in files else None, mode)
+    return result
+
+
+def test_layout_log_and_permissions(tmp_path):
+    root = tmp_path / 'store'
+    first = backup(root, A, trigger='deploy')
+    assert first['changed'] and first['master_created']
+    assert first['keys_added'] == ['DB_URL', 'SECRET']
+    second = backup(root, B, trigger='set')
+    assert second['keys_added'] == ['NEW'] and second['keys_changed'] == ['SECRET']
+    assert second['keys_removed'] == []
+    third = backup(root, C, trigger='daily')
+    assert third['keys_removed'] == ['DB_URL', 'NEW'] and third['keys_changed'] == ['SECRET']
+
+    directory = store_dir(root)
+    versions = log_versions(root)
+    assert [v['trigger'] for v in versions] == ['deploy', 'set', 'daily']
+    assert [v['sha256'] for v in versions] == [sha(A), sha(B), sha(C)]
+    stamps = [v['version'] for v in versions]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 3
+    expected = {'master.env', 'current.env', 'backup-log.json', '.env-backup.lock'}
+    expected |= {s + '.env' for s in stamps}
+    assert set(os.listdir(directory)) == expected
+    assert read(os.path.join(directory, 'master.env')) == A
+    assert read(os.path.join(directory, 'current.env')) == C
+    for stamp, data in zip(stamps, (A, B, C)):
+        assert read(os.path.join(directory, stamp + '.env')) == data
+    # values are never in the log
+    log_text = read(os.path.join(directory, 'backup-log.json'))
+    for secret in (b'alpha', b'beta', b'gamma', b'pw@db'):
+        assert secret not in log_text
+    # 0700 directories, 0600 files
+    for path in (str(root), os.path.join(str(root), 'worb'), directory):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700, path
+    for name in os.listdir(directory):
+        assert stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode) == 0o600, name
+
+
+def test_unchanged_content_makes_no_new_version(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    before = snapshot_tree(str(root))
+    again = backup(root, A, trigger='daily')
+    assert again['changed'] is False and again['created'] is False
+    assert again['version'] == log_versions(root)[0]['version']
+    assert snapshot_tree(str(root)) == before
+
+
+def test_master_is_immutable(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    master = os.path.join(store_dir(root), 'master.env')
+    inode = os.stat(master).st_ino
+    for data in (B, C, A, B):
+        backup(root, data)
+    assert read(master) == A
+    assert os.stat(master).st_ino == inode  # never even replaced by an identical copy
+    assert [v['master'] for v in log_versions(root)] == [True, False, False, False, False]
+
+
+def test_values_edit_records_version_and_keeps_other_lines(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    result = env_store.backup(str(root), 'worb', values={'SECRET': 'new value', 'ADDED': 'x'},
+                              metrics_dir='')
+    assert result['trigger'] == 'set'
+    assert result['keys_added'] == ['ADDED'] and result['keys_changed'] == ['SECRET']
+    current = read(os.path.join(store_dir(root), 'current.env'))
+    assert current == (b'# app\nexport DB_URL="postgres://u:pw@db/worb"\n'
+                       b'SECRET="new value" # rotated\nADDED=x\n')
+    again = env_store.backup(str(root), 'worb', values={'SECRET': 'new value'}, metrics_dir='')
+    assert again['changed'] is False
+    assert len(log_versions(root)) == 2
+
+
+def test_restore_master_current_and_timestamp(tmp_path):
+    root = tmp_path / 'store'
+    for data in (A, B, C):
+        backup(root, data)
+    stamps = [v['version'] for v in log_versions(root)]
+    dest = tmp_path / 'app' / '.env'
+    dest.parent.mkdir()
+    for version, data in (('master', A), ('current', C), (stamps[1], B), (stamps[0] + '.env', A)):
+        result = env_store.restore(str(root), 'worb', version=version, dest=str(dest),
+                                   metrics_dir='')
+        assert result['changed'] is True
+        assert read(str(dest)) == data
+        assert stat.S_IMODE(os.stat(str(dest)).st_mode) == 0o600
+        again = env_store.restore(str(root), 'worb', version=version, dest=str(dest),
+                                  metrics_dir='')
+        assert again['changed'] is False
+    # only the final file and no temporaries are left beside dest
+    assert os.listdir(str(dest.parent)) == ['.env']
+
+
+def test_restore_sets_mode_owner_group_and_follows_symlink(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    real = tmp_path / 'shared.env'
+    real.write_bytes(b'OLD=1\n')
+    link = tmp_path / '.env'
+    link.symlink_to(real)
+    result = env_store.restore(str(root), 'worb', dest=str(link), owner='nobody',
+                               group='nogroup', mode='0640', metrics_dir='')
+    assert result['keys_added'] == ['DB_URL', 'SECRET'] and result['keys_removed'] == ['OLD']
+    assert os.path.islink(str(link))
+    st = os.stat(str(real))
+    assert read(str(real)) == A
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    import grp
+    import pwd
+    assert st.st_uid == pwd.getpwnam('nobody').pw_uid
+    assert st.st_gid == grp.getgrnam('nogroup').gr_gid
+
+
+def test_check_mode_predicts_and_writes_nothing(tmp_path):
+    root = tmp_path / 'store'
+    predicted = backup(root, A, check_mode=True)
+    assert predicted['changed'] and predicted['master_created']
+    assert not os.path.exists(str(root))
+    backup(root, A)
+    before = snapshot_tree(str(root))
+    predicted = backup(root, B, check_mode=True)
+    assert predicted['changed'] and predicted['keys_changed'] == ['SECRET']
+    assert 'beta' not in json.dumps(predicted) and 'alpha' not in json.dumps(predicted)
+    dest = tmp_path / '.env'
+    restored = env_store.restore(str(root), 'worb', dest=str(dest), check_mode=True,
+                                 metrics_dir='')
+    assert restored['changed'] is True
+    assert not dest.exists()
+    assert snapshot_tree(str(root)) == before
+
+
+BAD_NAMES = ['../../etc', 'a/b', '.', '', 'x' * 300, '..', '-rf']
+
+
+@pytest.mark.parametrize('param', ['project', 'environment'])
+@pytest.mark.parametrize('bad', BAD_NAMES)
+def test_bad_names_are_refused_and_nothing_is_written(tmp_path, param, bad):
+    root = tmp_path / 'store'
+    names = {'project': 'worb', 'environment': 'production'}
+    names[param] = bad
+    metrics = tmp_path / 'metrics'
+    with pytest.raises(BackupError) as info:
+        env_store.backup(str(root), names['project'], names['environment'],
+                         content=A.decode(), metrics_dir=str(metrics))
+    assert info.value.param == param and param in info.value.msg
+    with pytest.raises(BackupError) as info:
+        env_store.restore(str(root), names['project'], names['environment'],
+                          dest=str(tmp_path / '.env'), metrics_dir=str(metrics))
+    assert info.value.param == param
+    with pytest.raises(BackupError) as info:
+        env_store.listing(str(root), names['project'], names['environment'])
+    assert info.value.param == param
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_unknown_version_lists_available_and_writes_nothing(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    backup(root, B)
+    stamps = [v['version'] for v in log_versions(root)]
+    dest = tmp_path / '.env'
+    dest.write_bytes(b'KEEP=1\n')
+    before = snapshot_tree(str(tmp_path))
+    for bad in ('2020-01-01T00:00:00', 'latest', '../master', '', stamps[0] + 'x'):
+        with pytest.raises(BackupError) as info:
+            env_store.restore(str(root), 'worb', version=bad, dest=str(dest), metrics_dir='')
+        assert info.value.param == 'version'
+        assert 'master, current, %s, %s' % tuple(stamps) in info.value.msg
+        assert info.value.details['available'] == ['master', 'current'] + stamps
+    assert snapshot_tree(str(tmp_path)) == before
+
+
+@pytest.mark.parametrize('kwargs,param', [
+    (dict(dest='relative/.env'), 'dest'),
+    (dict(dest='/nonexistent-dir-codeb/.env'), 'dest'),
+    (dict(mode='rw-r--r--'), 'mode'),
+    (dict(mode='01777'), 'mode'),
+    (dict(owner='no-such-user-codeb'), 'owner'),
+    (dict(group='no-such-group-codeb'), 'group'),
+])
+def test_bad_restore_options_name_the_parameter(tmp_path, kwargs, param):
+    root = tmp_path / 'store'
+    backup(root, A)
+    args = dict(dest=str(tmp_path / '.env'), metrics_dir='')
+    args.update(kwargs)
+    with pytest.raises(BackupError) as info:
+        env_store.restore(str(root), 'worb', **args)
+    assert info.value.param == param
+    assert not (tmp_path / '.env').exists()
+
+
+def test_bad_backup_input(tmp_path):
+    root = tmp_path / 'store'
+    with pytest.raises(BackupError) as info:
+        env_store.backup(str(root), 'worb', src=str(tmp_path / 'missing.env'), metrics_dir='')
+    assert info.value.param == 'src'
+    with pytest.raises(BackupError) as info:
+        backup(root, A, trigger='hourly')
+    assert info.value.param == 'trigger'
+    with pytest.raises(BackupError) as info:
+        env_store.backup(str(root), 'worb', values={'DEBUG': True}, metrics_dir='')
+    assert info.value.param == 'values'
+    with pytest.raises(BackupError) as info:
+        env_store.backup('relative/root', 'worb', content='A=1', metrics_dir='')
+    assert info.value.param == 'root'
+    assert not root.exists()
+
+
+def test_restore_refuses_a_tampered_version(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    backup(root, B)
+    master = os.path.join(store_dir(root), 'master.env')
+    os.chmod(master, 0o600)
+    with open(master, 'ab') as handle:
+        handle.write(b'EVIL=1\n')
+    dest = tmp_path / '.env'
+    with pytest.raises(BackupError) as info:
+        env_store.restore(str(root), 'worb', version='master', dest=str(dest), metrics_dir='')
+    assert 'sha256' in info.value.msg
+    assert not dest.exists()
+    listing = env_store.listing(str(root), 'worb')
+    assert any('master.env' in p for p in listing['problems'])
+    with pytest.raises(BackupError):
+        env_store.listing(str(root), 'worb', verify=True)
+
+
+def test_unknown_log_layout_is_refused_untouched(tmp_path):
+    directory = tmp_path / 'store' / 'worb' / 'production'
+    directory.mkdir(parents=True)
+    (directory / 'backup-log.json').write_text('[{"seed": "log"}]')
+    with pytest.raises(BackupError) as info:
+        backup(tmp_path / 'store', A)
+    assert 'unknown layout' in info.value.msg
+    assert os.listdir(str(directory)) == ['backup-log.json']
+
+
+def test_listing(tmp_path):
+    root = tmp_path / 'store'
+    assert env_store.listing(str(root), 'worb')['exists'] is False
+    backup(root, A, environment='staging')
+    missing = env_store.listing(str(root), 'worb')
+    assert missing['count'] == 0 and missing['available_environments'] == ['staging']
+    backup(root, B, environment='staging', trigger='deploy')
+    listing = env_store.listing(str(root), 'worb', 'staging', verify=True)
+    assert listing['count'] == 2 and listing['problems'] == []
+    assert listing['versions'][1]['trigger'] == 'deploy'
+    assert listing['versions'][1]['keys_changed'] == ['SECRET']
+    assert listing['master'] == listing['versions'][0]['version']
+    assert listing['current'] == listing['versions'][1]['version']
+    assert [f['name'] for f in listing['files']][-3:] == ['master.env', 'current.env',
+                                                          'backup-log.json']
+
+
+def test_metrics_success_and_failure(tmp_path):
+    root = tmp_path / 'store'
+    metrics = tmp_path / 'metrics'
+    backup(root, A, metrics_dir=str(metrics))
+    prom = metrics / 'codeb_backup_env_worb_production.prom'
+    text = prom.read_text()
+    assert 'codeb_backup_last_status{kind="env",target="worb/production"} 1' in text
+    assert 'codeb_backup_last_size_bytes{kind="env",target="worb/production"} %d' % len(A) in text
+    success = [line for line in text.splitlines() if line.startswith(
+        'codeb_backup_last_success_timestamp_seconds')]
+    with pytest.raises(BackupError):
+        env_store.backup(str(root), 'worb', src=str(tmp_path / 'gone.env'),
+                         metrics_dir=str(metrics))
+    text = prom.read_text()
+    assert 'codeb_backup_last_status{kind="env",target="worb/production"} 0' in text
+    assert [line for line in text.splitlines() if line.startswith(
+        'codeb_backup_last_success_timestamp_seconds')] == success
+    env_store.restore(str(root), 'worb', dest=str(tmp_path / '.env'), metrics_dir=str(metrics))
+    assert 'kind="env_restore"' in (metrics / 'codeb_backup_env_restore_worb_production.prom'
+                                    ).read_text()
+
+
+# ---- kill -9 during a write, through the host CLI and the real write path ----
+
+CLI = ('import sys; sys.path.insert(0, %r); '
+       'from ansible_collections.codeb.backup.plugins.module_utils.cli import main; '
+       'sys.exit(main())' % os.path.join(ROOT, '.collections'))
+
+
+def cli(args, env=None, stdin=None):
+    return subprocess.Popen([sys.executable, '-c', CLI] + args, env=dict(os.environ, **(env or {})),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def cli_backup_args(root, src):
+    return ['env', 'backup', '--project', 'worb', '--root', str(root), '--src', str(src),
+            '--metrics-dir', '', '--trigger', 'manual']
+
+
+def wait_for(path, proc):
+    for _ in range(600):  # a liveness guard, not a speed assertion
+        if os.path.exists(path):
+            return
+        if proc.poll() is not None:
+            raise AssertionError('CLI exited before the pause: %s' % proc.communicate()[1])
+        time.sleep(0.1)
+    raise AssertionError('CLI never reached the pause point')
+
+
+def assert_consistent(root, allowed_current):
+    """What a reader may rely on at any moment, even right after a kill."""
+    directory = store_dir(root)
+    versions = log_versions(root) if os.path.exists(os.path.join(directory,
+                                                                 'backup-log.json')) else []
+    for entry in versions:  # no log entry without its whole file
+        assert sha(read(os.path.join(directory, entry['file']))) == entry['sha256']
+    master = os.path.join(directory, 'master.env')
+    if versions and os.path.exists(master):
+        assert sha(read(master)) == versions[0]['sha256']
+    if versions:  # master is restorable even before a killed first run wrote master.env
+        probe = env_store.restore(str(root), 'worb', version='master', check_mode=True,
+                                  dest=os.path.join(os.path.dirname(str(root)), 'probe.env'))
+        assert probe['sha256'] == versions[0]['sha256']  # (read and verified, check mode)
+    current = os.path.join(directory, 'current.env')
+    if os.path.exists(current):
+        assert read(current) in allowed_current  # whole, never partial
+    listing = env_store.listing(str(root), 'worb')
+    assert [v['version'] for v in listing['versions']] == [v['version'] for v in versions]
+    return versions
+
+
+def assert_fully_consistent(root, contents):
+    directory = store_dir(root)
+    versions = log_versions(root)
+    assert [v['sha256'] for v in versions] == [sha(c) for c in contents]
+    files = set(os.listdir(directory))
+    assert files == ({'master.env', 'current.env', 'backup-log.json', '.env-backup.lock'}
+                     | {v['file'] for v in versions})  # no orphan version, no temporary
+    assert read(os.path.join(directory, 'master.env')) == contents[0]
+    assert read(os.path.join(directory, 'current.env')) == contents[-1]
+
+
+@pytest.mark.parametrize('step,first', [
+    ('version_temp', False), ('version_written', False), ('log_committed', False),
+    ('current_written', False),
+    ('version_temp', True), ('version_written', True), ('log_committed', True),
+    ('master_written', True),
+])
+def test_kill_9_at_each_write_step_leaves_store_consistent(tmp_path, step, first):
+    root = tmp_path / 'store'
+    if not first:
+        backup(root, A)
+    src = tmp_path / 'app.env'
+    new = B if not first else A
+    src.write_bytes(new)
+    marker = tmp_path / 'paused'
+    proc = cli(cli_backup_args(root, src),
+               env={env_store.PAUSE_ENV: step, env_store.PAUSE_FILE_ENV: str(marker)})
+    try:
+        wait_for(str(marker), proc)
+        # while it holds the lock, a second run waits and then fails clearly
+        with pytest.raises(LockTimeout) as info:
+            backup(root, C, lock_timeout=0.3)
+        assert 'another env backup of worb/production is running' in info.value.msg
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert_consistent(root, allowed_current=(A, B))
+    # the next run repairs under the lock and completes the job exactly once
+    rerun = cli(cli_backup_args(root, src))
+    out, err = rerun.communicate()
+    assert rerun.returncode == 0, err
+    result = json.loads(out)
+    contents = [A] if first else [A, B]
+    assert_fully_consistent(root, contents)
+    committed = step not in ('version_temp', 'version_written')
+    assert result['created'] is not committed
+    if step in ('version_temp', 'version_written'):
+        assert result['repaired'], 'the uncommitted file must be reported as removed'
+
+
+def test_kill_9_at_a_random_moment_of_a_large_write(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    big = b''.join(b'KEY_%06d="%s"\n' % (i, b'v' * 200) for i in range(60000))  # ~12 MiB
+    src = tmp_path / 'big.env'
+    src.write_bytes(big)
+    proc = cli(cli_backup_args(root, src))
+    time.sleep(0.15)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    versions = assert_consistent(root, allowed_current=(A, big))
+    assert len(versions) in (1, 2)
+    rerun = cli(cli_backup_args(root, src))
+    _out, err = rerun.communicate()
+    assert rerun.returncode == 0, err
+    assert_fully_consistent(root, [A, big])
+
+
+def test_cli_set_reads_values_from_a_file_and_writes_dest(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    values = tmp_path / 'values'
+    values.write_text('SECRET=from-file\n')
+    dest = tmp_path / '.env'
+    proc = cli(['env', 'set', '--project', 'worb', '--root', str(root), '--values-file',
+                str(values), '--dest', str(dest), '--metrics-dir', ''])
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result['keys_changed'] == ['SECRET'] and result['restored']['changed']
+    assert b'SECRET=from-file # rotated\n' in dest.read_bytes()
+    assert b'from-file' not in out
+
+
+def test_cli_unknown_version_exits_nonzero_with_the_list(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    proc = cli(['env', 'restore', '--project', 'worb', '--root', str(root), '--version',
+                'yesterday', '--dest', str(tmp_path / '.env'), '--metrics-dir', ''])
+    out, err = proc.communicate()
+    assert proc.returncode == 1
+    assert json.loads(out)['param'] == 'version'
+    assert b'available: master, current, ' in err
+    assert not (tmp_path / '.env').exists()
