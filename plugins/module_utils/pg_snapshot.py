@@ -40,10 +40,11 @@ DEFAULT_BACKUP_DIR = '/opt/codeb/db-backup/postgresql'
 DEFAULT_PG_BIN_DIR = '/usr/lib/postgresql/15/bin'
 FORMATS = ('custom', 'directory')
 STATES = ('present', 'verified', 'restored', 'pruned')
-# Chosen by bench/pg_snapshot_bench.py (docs/benchmarks.md): zstd level 3 on an
-# uncompressed custom-format stream is as fast as no compression and smaller than
-# pg_dump's default gzip; restore decompresses to a temporary file and runs jobs=2.
-DEFAULT_COMPRESSION = 'zstd:3'
+# Chosen by bench/pg_snapshot_bench.py (docs/benchmarks.md): zstd level 1 on an
+# uncompressed custom-format stream was the fastest candidate and smaller than pg_dump's
+# default gzip (levels 3 and 6 were slower and no smaller); restore decompresses to a
+# temporary file so pg_restore can run jobs=2.
+DEFAULT_COMPRESSION = 'zstd:1'
 DEFAULT_FORMAT = 'custom'
 DEFAULT_JOBS = 2
 DEFAULT_KEEP_DAYS = 7
@@ -231,9 +232,19 @@ class _Session(object):
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errfile, text=True,
             **conn.popen_kwargs())
 
-    def query_lines(self, sql, what, marker='__codeb_end__'):
-        self.proc.stdin.write(sql.rstrip().rstrip(';') + ';\n\\echo %s\n' % marker)
+    MARKER = '__codeb_end__'
+
+    def send(self, sql):
+        """Start ``sql``; collect its output later with ``read``."""
+        self.proc.stdin.write(sql.rstrip().rstrip(';') + ';\n\\echo %s\n' % self.MARKER)
         self.proc.stdin.flush()
+
+    def query_lines(self, sql, what):
+        self.send(sql)
+        return self.read(what)
+
+    def read(self, what):
+        marker = self.MARKER
         lines = []
         while True:
             line = self.proc.stdout.readline()
@@ -375,14 +386,14 @@ def artifact_size(path):
     return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path))
 
 
-def check_archive(conn, path, method, database=None):
-    """``pg_restore --list`` the archive (after ``zstd -t`` for zstd); return the number of
-    TOC entries. Raise if it is unreadable, empty or of another database."""
+def check_archive(conn, path, method, database=None, full=True):
+    """``pg_restore --list`` the archive (after ``zstd -t`` for zstd when ``full``); return
+    the number of TOC entries. Raise if it is unreadable, empty or of another database."""
     pg_restore = conn.tool('pg_restore')
     if method == 'zstd':
         test = subprocess.run(['zstd', '-q', '-t', path], capture_output=True, text=True,
-                              check=False)
-        if test.returncode != 0:
+                              check=False) if full else None
+        if test is not None and test.returncode != 0:
             raise BackupError('zstd integrity test of %s failed: %s' % (path, test.stderr.strip()))
         unzstd = subprocess.Popen(['zstd', '-q', '-dc', path], stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
@@ -405,7 +416,7 @@ def check_archive(conn, path, method, database=None):
     return len(toc)
 
 
-def verify_entry(conn, backup_dir, entry):
+def verify_entry(conn, backup_dir, entry, full=True):
     """Re-check one snapshot: sha256 against the manifest, then the archive itself.
     Returns a report dict (``ok`` True/False, ``error``)."""
     path = os.path.join(backup_dir, entry['file'])
@@ -422,7 +433,7 @@ def verify_entry(conn, backup_dir, entry):
         return report
     report['sha256_ok'] = True
     try:
-        report['toc_entries'] = check_archive(conn, path, method, entry.get('database'))
+        report['toc_entries'] = check_archive(conn, path, method, entry.get('database'), full)
     except BackupError as exc:
         report['error'] = exc.msg
         return report
@@ -548,11 +559,14 @@ def snapshot(params, check_mode=False, now=None):
                 snap = session.query_lines('SELECT pg_export_snapshot()',
                                            'exporting the snapshot of database %r' % db)[0]
                 with durable.atomic_path(final) as temp:
+                    # Count rows in pg_dump's own snapshot while it runs (same MVCC view).
+                    session.send(ROW_COUNT_SQL)
                     _run_dump(conn, p, snap, temp)
-                    toc = check_archive(conn, temp, p['_method'], db)
+                    # zstd exited 0, so its frames are whole; check the archive's TOC.
+                    toc = check_archive(conn, temp, p['_method'], db, full=False)
                     digest = artifact_sha256(temp)
                     size = artifact_size(temp)
-                    tables = _parse_counts(session.query_lines(ROW_COUNT_SQL, 'counting rows'))
+                    tables = _parse_counts(session.read('counting rows'))
                     large_objects = int(session.query_lines(LARGE_OBJECT_SQL,
                                                             'counting large objects')[0])
             finally:
@@ -758,13 +772,23 @@ def _restore_into(conn, p, path, method, database):
                     err.seek(0)
                     raise BackupError('reading %s failed: %s' % (
                         path, err.read().decode('utf-8', 'replace')))
+            target = plain
             if conn.os_user and os.geteuid() == 0:
+                # The os_user cannot traverse the 0700 backup_dir: hand pg_restore an open
+                # descriptor of its own copy; its workers reopen it through /proc/self/fd.
                 import pwd
                 entry = pwd.getpwnam(conn.os_user)
-                for item in (scratch, plain):
-                    os.chown(item, entry.pw_uid, entry.pw_gid)
-            code = subprocess.run([pg_restore] + base + ['-j', str(jobs), plain], stderr=err,
-                                  stdout=subprocess.DEVNULL, check=False, **kwargs).returncode
+                os.chown(plain, entry.pw_uid, entry.pw_gid)
+                fd = os.open(plain, os.O_RDONLY)
+                kwargs['pass_fds'] = (fd,)
+                target = '/proc/self/fd/%d' % fd
+            try:
+                code = subprocess.run([pg_restore] + base + ['-j', str(jobs), target],
+                                      stderr=err, stdout=subprocess.DEVNULL, check=False,
+                                      **kwargs).returncode
+            finally:
+                if 'pass_fds' in kwargs:
+                    os.close(kwargs['pass_fds'][0])
         elif method == 'zstd' or conn.os_user and os.geteuid() == 0 and os.path.isfile(path):
             source = ['zstd', '-q', '-dc', path] if method == 'zstd' else ['cat', path]
             feed = subprocess.Popen(source, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -796,7 +820,7 @@ def restore(params, check_mode=False):
         entry = select_entry(backup_dir, db, p.get('snapshot'), good_only=True)
         path = os.path.join(backup_dir, entry['file'])
         method = (entry.get('compression') or 'none').split(':')[0]
-        report = verify_entry(conn, backup_dir, entry)
+        report = verify_entry(conn, backup_dir, entry, full=False)
         if not report['ok']:
             if not check_mode:
                 with Manifest(backup_dir).update() as entries:

@@ -84,10 +84,10 @@ options:
     description:
       - V(zstd:N) (N 1-19) pipes an uncompressed custom archive through C(zstd -T0);
         V(gzip:N) (N 1-9) is pg_dump's own compression; V(none) writes it uncompressed.
-      - The default V(zstd:3) was chosen by C(bench/pg_snapshot_bench.py): as fast as no
-        compression and smaller than pg_dump's default gzip (see docs/benchmarks.md).
+      - The default V(zstd:1) was chosen by C(bench/pg_snapshot_bench.py): the fastest
+        candidate, and smaller than pg_dump's default gzip (see docs/benchmarks.md).
     type: str
-    default: zstd:3
+    default: zstd:1
   jobs:
     description:
       - Parallel workers for C(pg_restore) (and for C(pg_dump) with O(format=directory)).
@@ -239,7 +239,7 @@ format:
   returned: state is present
   type: str
 compression:
-  description: Compression used, normalised (V(zstd:3), V(gzip:6), V(none)).
+  description: Compression used, normalised (V(zstd:1), V(gzip:6), V(none)).
   returned: state is present
   type: str
 tables:
