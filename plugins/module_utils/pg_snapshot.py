@@ -132,7 +132,7 @@ def check_options(params):
                               else DEFAULT_LOCK_TIMEOUT)
     if p.get('metrics_dir') is None:
         p['metrics_dir'] = metrics.DEFAULT_TEXTFILE_DIR
-    port = p.get('login_port') or 5432
+    port = 5432 if p.get('login_port') is None else p['login_port']
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise BackupError('login_port must be a TCP port 1-65535; got %r' % (port,),
                           param='login_port')
@@ -1012,6 +1012,7 @@ def _cli_list(args):
 def register_cli(subparsers):
     cmd = subparsers.add_parser(
         'pg-snapshot', help='snapshot, verify, restore or prune one PostgreSQL database',
+        allow_abbrev=False,
         description='Per-database pg_dump snapshots with manifest, sha256, verification, '
                     'restore-by-swap and retention. The password comes from '
                     '--login-password-file (mode 0600), $CODEB_PG_PASSWORD or ~/.pgpass; '
@@ -1029,6 +1030,7 @@ def register_cli(subparsers):
     cmd.set_defaults(handler=_cli_snapshot)
 
     lst = subparsers.add_parser('pg-snapshot-list', help='list PostgreSQL snapshots',
+                                allow_abbrev=False,
                                 description='List the snapshots in the manifest, newest first.')
     lst.add_argument('--database', help='only this database')
     lst.add_argument('--backup-dir', default=DEFAULT_BACKUP_DIR)
