@@ -1,0 +1,157 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: codeb.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: redis_persistence
+short_description: Apply Redis persistence settings to a running instance with CONFIG SET
+version_added: "1.0.0"
+description:
+  - Compares the persistence settings given in O(settings) with the live values
+    (C(CONFIG GET)) and sets the ones that differ with C(CONFIG SET), so the running instance
+    matches its configuration file without a restart.
+  - Settings Redis cannot change safely at run time (C(dir), C(appenddirname),
+    C(appendfilename)) are not set; they are returned in RV(restart_required) so the caller
+    restarts the instance only when that list is not empty.
+  - Values are compared the way Redis reports them, so V(64mb) equals C(67108864), V(true)
+    equals C(yes), and an empty O(settings.save) list means C(save "") (RDB save points off).
+  - This module does not rewrite the configuration file (no C(CONFIG REWRITE)); template the
+    file with the role M(codeb.backup.redis_backup) and use this module to apply it live.
+author:
+  - codeb.backup contributors
+requirements:
+  - Python C(redis) client on the managed host (Debian C(python3-redis)).
+attributes:
+  check_mode:
+    support: full
+    details: Reads the live values and reports what would be set; sets nothing.
+  diff_mode:
+    support: full
+    details: Shows live values before and after for the managed settings.
+options:
+  settings:
+    description:
+      - Persistence settings as redis.conf names them. Supported keys are C(appendonly),
+        C(appendfsync), C(auto-aof-rewrite-percentage), C(auto-aof-rewrite-min-size),
+        C(aof-use-rdb-preamble), C(save), C(dir), C(dbfilename), C(appenddirname),
+        C(appendfilename).
+      - C(save) is a list of C([seconds, changes]) pairs (or C({seconds, changes}) dicts, or a
+        string like C("900 1 300 10")); an empty list disables RDB save points.
+    type: dict
+    required: true
+  login_host:
+    description: Redis host. Ignored when O(login_unix_socket) is set.
+    type: str
+    default: 127.0.0.1
+  login_port:
+    description: Redis port.
+    type: int
+    default: 6379
+  login_user:
+    description: ACL user name; needs C(CONFIG).
+    type: str
+  login_password:
+    description: Password (C(requirepass) or the ACL user's).
+    type: str
+  login_unix_socket:
+    description: Path of the Redis unix socket.
+    type: path
+  tls:
+    description: Connect with TLS.
+    type: bool
+    default: false
+  validate_certs:
+    description: Verify the server certificate when O(tls=true).
+    type: bool
+    default: true
+  ca_certs:
+    description: CA bundle for O(tls=true).
+    type: path
+seealso:
+  - module: codeb.backup.redis_snapshot
+  - module: community.general.redis
+'''
+
+EXAMPLES = r'''
+- name: Seed persistence settings, live
+  codeb.backup.redis_persistence:
+    login_password: "{{ redis_password }}"
+    settings:
+      appendonly: true
+      appendfsync: everysec
+      auto-aof-rewrite-percentage: 100
+      auto-aof-rewrite-min-size: 64mb
+      save: [[900, 1], [300, 10], [60, 10000]]
+  register: live
+
+- name: Restart only when a setting cannot be applied live
+  ansible.builtin.service:
+    name: redis-server
+    state: restarted
+  when: live.restart_required | length > 0
+'''
+
+RETURN = r'''
+applied:
+  description: Settings changed live with CONFIG SET (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [appendfsync, save]
+restart_required:
+  description: Settings that differ but only take effect after a restart.
+  returned: always
+  type: list
+  elements: str
+  sample: [dir]
+before:
+  description: Live values before, as Redis reports them.
+  returned: always
+  type: dict
+after:
+  description: Values after the run (restart-only settings as they will be after a restart).
+  returned: always
+  type: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            settings=dict(type='dict', required=True),
+            login_host=dict(type='str', default='127.0.0.1'),
+            login_port=dict(type='int', default=6379),
+            login_user=dict(type='str'),
+            login_password=dict(type='str', no_log=True),
+            login_unix_socket=dict(type='path'),
+            tls=dict(type='bool', default=False),
+            validate_certs=dict(type='bool', default=True),
+            ca_certs=dict(type='path'),
+        ),
+        supports_check_mode=True,
+    )
+    if not core.HAS_REDIS:
+        module.fail_json(msg=missing_required_lib('redis (Debian: python3-redis)'))
+    conn = dict((k, module.params[k]) for k in ('login_host', 'login_port', 'login_user',
+                                                 'login_password', 'login_unix_socket', 'tls',
+                                                 'validate_certs', 'ca_certs'))
+    try:
+        result = core.apply_settings(conn, module.params['settings'], module.check_mode)
+    except BackupError as exc:
+        module.fail_json(**exc.as_result())
+    if module._diff:
+        result['diff'] = dict(before=result['before'], after=result['after'])
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,395 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: codeb.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: redis_snapshot
+short_description: Fresh, checked Redis 7 RDB and AOF snapshots, their restore and shipping
+version_added: "1.0.0"
+description:
+  - O(state=present) asks Redis for C(BGSAVE SCHEDULE) and waits until a save that started
+    after the request has finished with C(rdb_last_bgsave_status:ok) (C(INFO persistence),
+    C(LASTSAVE)); it never copies a stale file the way C(BGSAVE; sleep 5; cp) does. The RDB
+    is copied to C({backup_dir}/dump-{YYYY-MM-DDTHH:MM:SS}.rdb) (UTC) under a temporary name,
+    checked with C(redis-check-rdb), fsynced and renamed.
+  - With AOF on, the Redis 7 multi-part AOF (C(appendonlydir/) and its manifest) is copied as
+    one consistent set while automatic rewrites are paused (C(auto-aof-rewrite-percentage 0),
+    put back even on failure), checked with C(redis-check-aof), loaded into a scratch
+    C(redis-server) to count its keys (O(verify_load)) and stored as
+    C({backup_dir}/appendonly-{YYYY-MM-DDTHH:MM:SS}.aof.tar).
+  - Each snapshot is recorded in C({backup_dir}/manifest.json) with sha256, size, key count and
+    duration; C(current.rdb) and C(current.aof) point at the newest one. Retention keeps RDB
+    snapshots O(rdb_max_age_hours) hours and the newest O(aof_keep) AOF snapshots, and never
+    fewer than the newest O(keep_min) good RDB snapshots.
+  - O(state=restored) verifies the snapshot (sha256 and the Redis check tool) before touching
+    Redis, then stops Redis (O(service_name), O(stop_command), or C(SHUTDOWN NOSAVE)), moves the
+    current data files aside into C({dir}/codeb-restore-aside-*), installs the snapshot, starts
+    Redis and compares its key count with the manifest. Redis loads the AOF and ignores
+    C(dump.rdb) when C(appendonly yes), so an RDB restored into such an instance is also
+    installed as the base of a fresh multi-part AOF. A failed restore puts the previous files
+    back and starts Redis again.
+  - O(state=imported) takes a snapshot shipped to this host (the backup host) into
+    O(backup_dir), verifying its sha256 against the source manifest O(entry) on arrival.
+  - A lock per O(backup_dir) makes a second concurrent run wait O(lock_timeout) seconds, then
+    fail clearly. Every snapshot and restore writes node_exporter textfile metrics (kinds
+    C(redis_rdb), C(redis_aof), C(redis_restore)).
+  - The same code runs from cron as C(codeb-backup redis-snapshot) on the host.
+author:
+  - codeb.backup contributors
+requirements:
+  - Python C(redis) client on the managed host (Debian C(python3-redis)).
+  - C(redis-check-rdb), C(redis-check-aof) and, for O(verify_load), C(redis-server) on the
+    managed host (Debian C(redis-server) / C(redis-tools)).
+  - Run it on the Redis host itself, as a user that can read the Redis data directory.
+attributes:
+  check_mode:
+    support: full
+    details: Connects and reads only; predicts the files a snapshot would write, or checks the
+      snapshot a restore would use (sha256). Nothing is written, not even metrics.
+  diff_mode:
+    support: none
+options:
+  state:
+    description:
+      - V(present) takes a new snapshot (RDB and/or AOF per O(formats)), then applies retention.
+      - V(restored) restores O(snapshot) into the running instance.
+      - V(imported) stores a shipped snapshot O(src) on this host, verifying O(entry.sha256).
+    type: str
+    choices: [present, restored, imported]
+    default: present
+  formats:
+    description:
+      - What O(state=present) snapshots. V(aof) is skipped (reported in RV(skipped)) when the
+        instance runs with C(appendonly no).
+    type: list
+    elements: str
+    choices: [rdb, aof]
+    default: [rdb, aof]
+  backup_dir:
+    description: Directory holding the snapshots and their C(manifest.json). Absolute path.
+    type: path
+    default: /opt/codeb/db-backup/redis
+  instance:
+    description:
+      - Name of the instance, used as the metrics C(target) label. Letters, digits, C(_),
+        C(-) and C(.), starting with a letter or digit.
+    type: str
+    default: redis
+  snapshot:
+    description:
+      - For O(state=restored), V(latest), a snapshot file name (C(dump-2026-01-07T10:00:00.rdb))
+        or its timestamp (C(2026-01-07T10:00:00)).
+      - V(latest) and a bare timestamp mean the RDB snapshot unless O(snapshot_format=aof).
+    type: str
+    default: latest
+  snapshot_format:
+    description: Restrict O(snapshot) to RDB or AOF snapshots.
+    type: str
+    choices: [rdb, aof]
+  service_name:
+    description:
+      - systemd unit that runs the instance (Debian C(redis-server)); O(state=restored) stops
+        and starts it with C(systemctl).
+    type: str
+  stop_command:
+    description:
+      - Command (a list, run without a shell) that stops the instance, instead of
+        O(service_name). Without both, C(SHUTDOWN NOSAVE) is sent.
+    type: list
+    elements: str
+  start_command:
+    description:
+      - Command (a list, run without a shell) that starts the instance and returns (for
+        example C(redis-server /etc/redis/redis.conf --daemonize yes)). Needed for
+        O(state=restored) unless O(service_name) is set.
+    type: list
+    elements: str
+  data_dir:
+    description:
+      - The Redis data directory as this host sees it, if not what C(CONFIG GET dir) says
+        (for example Redis in a container). For O(state=restored) it also allows a restore
+        while Redis is down.
+    type: path
+  appendonly:
+    description:
+      - For O(state=restored) while Redis is down, whether the instance starts with
+        C(appendonly yes). Normally read from the running instance.
+    type: bool
+  verify_load:
+    description:
+      - Load each AOF snapshot into a scratch C(redis-server) on a private unix socket to prove
+        it loads and count its keys. Needs memory for one more copy of the dataset.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds to wait for a save, an AOF rewrite, a stop or a start.
+    type: float
+    default: 600
+  keep_min:
+    description: Never delete the newest O(keep_min) good RDB snapshots, whatever their age.
+    type: int
+    default: 3
+  rdb_max_age_hours:
+    description: Delete RDB snapshots older than this (the seed's table says 24 h).
+    type: int
+    default: 24
+  aof_keep:
+    description: How many AOF snapshots to keep (the seed's table says the latest 1).
+    type: int
+    default: 1
+  prune:
+    description: Apply retention after O(state=present) and O(state=imported).
+    type: bool
+    default: true
+  src:
+    description: For O(state=imported), the shipped file on this host.
+    type: path
+  entry:
+    description:
+      - For O(state=imported), the snapshot's entry from the source host's manifest (as
+        returned in RV(snapshots)); at least C(file), C(kind), C(time) and C(sha256).
+    type: dict
+  metrics_dir:
+    description: node_exporter textfile directory for the job metrics; empty disables them.
+    type: path
+    default: /var/lib/prometheus/node-exporter
+  lock_timeout:
+    description: Seconds a second concurrent run waits for the first before failing.
+    type: float
+    default: 60
+  login_host:
+    description: Redis host. Ignored when O(login_unix_socket) is set.
+    type: str
+    default: 127.0.0.1
+  login_port:
+    description: Redis port.
+    type: int
+    default: 6379
+  login_user:
+    description: ACL user name (Redis 6+). Needs C(BGSAVE), C(CONFIG), C(INFO), C(TIME) and,
+      for restores, C(SHUTDOWN).
+    type: str
+  login_password:
+    description: Password (C(requirepass) or the ACL user's).
+    type: str
+  login_unix_socket:
+    description: Path of the Redis unix socket; used instead of O(login_host)/O(login_port).
+    type: path
+  tls:
+    description: Connect with TLS.
+    type: bool
+    default: false
+  validate_certs:
+    description: Verify the server certificate when O(tls=true).
+    type: bool
+    default: true
+  ca_certs:
+    description: CA bundle for O(tls=true).
+    type: path
+seealso:
+  - module: codeb.backup.redis_snapshot_info
+  - module: codeb.backup.redis_persistence
+  - module: community.general.redis
+'''
+
+EXAMPLES = r'''
+- name: Hourly-style snapshot (RDB + AOF) into the backup root
+  codeb.backup.redis_snapshot:
+    login_password: "{{ redis_password }}"
+  register: snap
+
+- name: Only an RDB, from a password-protected instance on a socket, keep 48 h
+  codeb.backup.redis_snapshot:
+    login_unix_socket: /run/redis/redis-server.sock
+    login_password: "{{ redis_password }}"
+    formats: [rdb]
+    rdb_max_age_hours: 48
+
+- name: Restore the newest RDB snapshot into the systemd-managed instance
+  codeb.backup.redis_snapshot:
+    state: restored
+    snapshot: latest
+    service_name: redis-server
+
+- name: Restore a given AOF snapshot
+  codeb.backup.redis_snapshot:
+    state: restored
+    snapshot: appendonly-2026-01-07T10:00:00.aof.tar
+    service_name: redis-server
+
+- name: On the backup host, take a shipped snapshot in (sha256 verified on arrival)
+  codeb.backup.redis_snapshot:
+    state: imported
+    src: /opt/codeb/db-backup/redis/.incoming/{{ item.file }}
+    entry: "{{ item }}"
+  loop: "{{ snap.snapshots }}"
+'''
+
+RETURN = r'''
+snapshots:
+  description: Manifest entries of the snapshots written (O(state=present)).
+  returned: state=present and not check mode
+  type: list
+  elements: dict
+  sample:
+    - file: dump-2026-01-07T10:00:00.rdb
+      kind: rdb
+      time: "2026-01-07T10:00:00"
+      sha256: 63d8333310f657eaf40726843546f52540efcee621fe3e0aeec6f721bd6738a6
+      size_bytes: 8873
+      keys: 1001
+      expires: 1
+      lastsave: 1767780000
+      bgsave_seconds: 0.05
+      duration_seconds: 0.07
+files:
+  description: Paths of the snapshot files written.
+  returned: state=present and not check mode
+  type: list
+  elements: str
+would_write:
+  description: Paths a snapshot would write (check mode).
+  returned: state=present in check mode
+  type: list
+  elements: str
+skipped:
+  description: Formats not snapshotted, with the reason.
+  returned: state=present
+  type: dict
+  sample: {aof: appendonly is no on this instance}
+pruned:
+  description: Snapshot files deleted by retention.
+  returned: state=present or state=imported
+  type: list
+  elements: str
+snapshot:
+  description: File name of the snapshot restored.
+  returned: state=restored
+  type: str
+keys:
+  description: Keys in Redis after the restore.
+  returned: state=restored and not check mode
+  type: int
+expected_keys:
+  description: Key count the manifest recorded for the snapshot.
+  returned: state=restored
+  type: int
+aside_dir:
+  description: Where the data files Redis had before the restore were moved.
+  returned: state=restored and not check mode
+  type: str
+loaded_from:
+  description: What Redis loaded after the restore (V(aof) when C(appendonly yes), else V(rdb)).
+  returned: state=restored and not check mode
+  type: str
+file:
+  description: Path of the imported snapshot.
+  returned: state=imported
+  type: str
+sha256:
+  description: sha256 of the imported snapshot, verified against O(entry.sha256).
+  returned: state=imported
+  type: str
+size_bytes:
+  description: Bytes written (all snapshots), restored or imported.
+  returned: always
+  type: int
+duration_seconds:
+  description: Wall time of the run in seconds.
+  returned: always
+  type: float
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+
+CONNECTION_KEYS = ('login_host', 'login_port', 'login_user', 'login_password',
+                   'login_unix_socket', 'tls', 'validate_certs', 'ca_certs')
+
+
+def run(params, check_mode):
+    conn = dict((k, params[k]) for k in CONNECTION_KEYS)
+    state = params['state']
+    if state == 'present':
+        common = dict(backup_dir=params['backup_dir'], instance=params['instance'],
+                      formats=params['formats'], data_dir=params['data_dir'],
+                      timeout=params['timeout'])
+        if check_mode:
+            return core.predict_snapshot(conn, **common)
+        return core.take_snapshot(
+            conn, keep_min=params['keep_min'], rdb_max_age_hours=params['rdb_max_age_hours'],
+            aof_keep=params['aof_keep'], prune_old=params['prune'],
+            verify_load=params['verify_load'], metrics_dir=params['metrics_dir'] or '',
+            lock_timeout=params['lock_timeout'], **common)
+    if state == 'restored':
+        if check_mode:
+            return core.predict_restore(conn, params['backup_dir'], params['snapshot'],
+                                        params['snapshot_format'])
+        return core.restore_snapshot(
+            conn, backup_dir=params['backup_dir'], snapshot=params['snapshot'],
+            snapshot_format=params['snapshot_format'], instance=params['instance'],
+            service_name=params['service_name'], stop_command=params['stop_command'],
+            start_command=params['start_command'], data_dir=params['data_dir'],
+            appendonly=params['appendonly'], timeout=params['timeout'],
+            metrics_dir=params['metrics_dir'] or '', lock_timeout=params['lock_timeout'])
+    return core.import_snapshot(
+        params['src'], params['entry'], backup_dir=params['backup_dir'],
+        keep_min=params['keep_min'], rdb_max_age_hours=params['rdb_max_age_hours'],
+        aof_keep=params['aof_keep'], prune_old=params['prune'], check_mode=check_mode,
+        lock_timeout=params['lock_timeout'])
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type='str', default='present', choices=['present', 'restored', 'imported']),
+            formats=dict(type='list', elements='str', default=['rdb', 'aof'],
+                         choices=list(core.FORMATS)),
+            backup_dir=dict(type='path', default=core.DEFAULT_BACKUP_DIR),
+            instance=dict(type='str', default=core.DEFAULT_INSTANCE),
+            snapshot=dict(type='str', default='latest'),
+            snapshot_format=dict(type='str', choices=list(core.FORMATS)),
+            service_name=dict(type='str'),
+            stop_command=dict(type='list', elements='str'),
+            start_command=dict(type='list', elements='str'),
+            data_dir=dict(type='path'),
+            appendonly=dict(type='bool'),
+            verify_load=dict(type='bool', default=True),
+            timeout=dict(type='float', default=float(core.DEFAULT_TIMEOUT)),
+            keep_min=dict(type='int', default=core.DEFAULT_KEEP_MIN),
+            rdb_max_age_hours=dict(type='int', default=core.DEFAULT_RDB_MAX_AGE_HOURS),
+            aof_keep=dict(type='int', default=core.DEFAULT_AOF_KEEP),
+            prune=dict(type='bool', default=True),
+            src=dict(type='path'),
+            entry=dict(type='dict'),
+            metrics_dir=dict(type='path', default='/var/lib/prometheus/node-exporter'),
+            lock_timeout=dict(type='float', default=60.0),
+            login_host=dict(type='str', default='127.0.0.1'),
+            login_port=dict(type='int', default=6379),
+            login_user=dict(type='str'),
+            login_password=dict(type='str', no_log=True),
+            login_unix_socket=dict(type='path'),
+            tls=dict(type='bool', default=False),
+            validate_certs=dict(type='bool', default=True),
+            ca_certs=dict(type='path'),
+        ),
+        required_if=[('state', 'imported', ('src', 'entry'))],
+        supports_check_mode=True,
+    )
+    if not core.HAS_REDIS and module.params['state'] != 'imported':
+        module.fail_json(msg=missing_required_lib('redis (Debian: python3-redis)'))
+    try:
+        result = run(module.params, module.check_mode)
+    except BackupError as exc:
+        module.fail_json(**exc.as_result())
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

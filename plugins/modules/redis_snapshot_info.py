@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: codeb.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: redis_snapshot_info
+short_description: List the Redis snapshots in a backup directory
+version_added: "1.0.0"
+description:
+  - Reads C({backup_dir}/manifest.json) written by M(codeb.backup.redis_snapshot) and returns
+    its entries, newest first, with where C(current.rdb) and C(current.aof) point.
+  - With O(verify=true) each file's sha256 is recomputed and compared with the manifest.
+  - Read-only; never changes anything.
+author:
+  - codeb.backup contributors
+attributes:
+  check_mode:
+    support: full
+    details: Read-only, so check mode behaves exactly like a normal run.
+  diff_mode:
+    support: none
+options:
+  backup_dir:
+    description: Directory holding the snapshots and their manifest.
+    type: path
+    default: /opt/codeb/db-backup/redis
+  snapshot_format:
+    description: Only list RDB or only AOF snapshots.
+    type: str
+    choices: [rdb, aof]
+  verify:
+    description: Recompute every sha256 and report it in RV(snapshots[].verified).
+    type: bool
+    default: false
+seealso:
+  - module: codeb.backup.redis_snapshot
+'''
+
+EXAMPLES = r'''
+- name: List the Redis snapshots
+  codeb.backup.redis_snapshot_info:
+  register: redis_snaps
+
+- name: Show the newest RDB snapshot
+  ansible.builtin.debug:
+    msg: "{{ (redis_snaps.snapshots | selectattr('kind', 'eq', 'rdb') | first).file }}"
+
+- name: Fail if any stored snapshot is damaged
+  codeb.backup.redis_snapshot_info:
+    verify: true
+  register: checked
+  failed_when: checked.damaged | length > 0
+'''
+
+RETURN = r'''
+snapshots:
+  description: Manifest entries, newest first.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - file: dump-2026-01-07T10:00:00.rdb
+      kind: rdb
+      time: "2026-01-07T10:00:00"
+      sha256: 63d8333310f657eaf40726843546f52540efcee621fe3e0aeec6f721bd6738a6
+      size_bytes: 8873
+      keys: 1001
+      path: /opt/codeb/db-backup/redis/dump-2026-01-07T10:00:00.rdb
+      present: true
+current:
+  description: The file names C(current.rdb) and C(current.aof) point at (null if absent).
+  returned: always
+  type: dict
+  sample: {rdb: dump-2026-01-07T10:00:00.rdb, aof: appendonly-2026-01-07T10:00:00.aof.tar}
+damaged:
+  description: Files that are missing or fail their sha256 (only checked with O(verify=true)).
+  returned: always
+  type: list
+  elements: str
+size_bytes:
+  description: Total size of the listed snapshots.
+  returned: always
+  type: int
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            backup_dir=dict(type='path', default=core.DEFAULT_BACKUP_DIR),
+            snapshot_format=dict(type='str', choices=list(core.FORMATS)),
+            verify=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    backup_dir = module.params['backup_dir']
+    try:
+        entries = core.list_snapshots(backup_dir, verify=module.params['verify'])
+    except BackupError as exc:
+        module.fail_json(**exc.as_result())
+    if module.params['snapshot_format']:
+        entries = [e for e in entries if e.get('kind') == module.params['snapshot_format']]
+    current = {}
+    for kind, name in core.POINTERS.items():
+        link = os.path.join(backup_dir, name)
+        current[kind] = os.readlink(link) if os.path.islink(link) else None
+    damaged = [e['file'] for e in entries
+               if not e['present'] or (module.params['verify'] and not e['verified'])]
+    module.exit_json(changed=False, snapshots=entries, current=current, damaged=damaged,
+                     size_bytes=sum(int(e.get('size_bytes') or 0) for e in entries))
+
+
+if __name__ == '__main__':
+    main()
