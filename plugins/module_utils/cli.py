@@ -21,6 +21,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupE
 SUBSYSTEMS = (
     'pg_snapshot',
     'env_store',
+    'redis_snapshot',
 )
 
 
