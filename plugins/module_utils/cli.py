@@ -20,6 +20,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupE
 # module_utils modules that contribute sub-commands, in help order.
 SUBSYSTEMS = (
     'pg_snapshot',
+    'pgbackrest',
     'env_store',
     'redis_snapshot',
 )
