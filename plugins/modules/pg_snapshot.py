@@ -63,8 +63,8 @@ options:
     type: str
   snapshot:
     description:
-      - Which snapshot O(state=verified) or O(state=restored) acts on, V(latest) (default:
-        the newest one; for restore the newest good one), a file name such as
+      - Which snapshot O(state=verified) or O(state=restored) acts on. V(latest) (the
+        default) is the newest one, for restore the newest good one. Or a file name such as
         V(worb-2026-01-07T03:00:00.dump.zst), or its timestamp V(2026-01-07T03:00:00).
       - V(all) verifies every snapshot of O(database).
     type: str
@@ -84,7 +84,7 @@ options:
     description:
       - V(zstd:N) (N 1-19) pipes an uncompressed custom archive through C(zstd -T0);
         V(gzip:N) (N 1-9) is pg_dump's own compression; V(none) writes it uncompressed.
-      - The default V(zstd:1) was chosen by C(bench/pg_snapshot_bench.py): the fastest
+      - The default V(zstd:1) was chosen by C(bench/pg_snapshot_bench.py), being the fastest
         candidate, and smaller than pg_dump's default gzip (see docs/benchmarks.md).
     type: str
     default: zstd:1
