@@ -278,6 +278,23 @@ def _read(path):
 
 # --------------------------------------------------------------------------- snapshot
 
+_TS = r'\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}'
+_SNAPSHOT_RE = re.compile(r'\A(?:%s%s%s|%s%s%s|%s)\Z' % (
+    re.escape(RDB_PREFIX), _TS, re.escape(RDB_SUFFIX), re.escape(AOF_PREFIX), _TS,
+    re.escape(AOF_SUFFIX), _TS))
+
+
+def validate_snapshot_name(param, value):
+    """A snapshot is named by its file name or its UTC timestamp, nothing else (so it can
+    never name a path outside the backup directory)."""
+    if not isinstance(value, str) or not _SNAPSHOT_RE.match(value):
+        raise BackupError('%s must be latest, a snapshot file name like '
+                          'dump-2026-01-07T10:00:00.rdb or appendonly-2026-01-07T10:00:00.aof.tar, '
+                          'or a timestamp like 2026-01-07T10:00:00; got %r' % (param, value),
+                          param=param)
+    return value
+
+
 def artifact_name(kind, stamp):
     if kind == 'rdb':
         return '%s%s%s' % (RDB_PREFIX, stamp, RDB_SUFFIX)
@@ -588,6 +605,9 @@ def take_snapshot(conn, backup_dir=DEFAULT_BACKUP_DIR, instance=DEFAULT_INSTANCE
             try:
                 taken = set(e['time'] for e in manifest.entries() if e.get('kind') == kind)
                 stamp = naming.unique_timestamp(taken)
+                while os.path.lexists(os.path.join(backup_dir, artifact_name(kind, stamp))):
+                    taken.add(stamp)  # a file the manifest does not list: never overwrite it
+                    stamp = naming.unique_timestamp(taken)
                 if kind == 'rdb':
                     entry = snapshot_rdb(client, layout, backup_dir, stamp, timeout)
                 else:
@@ -635,7 +655,7 @@ def resolve_snapshot(backup_dir, snapshot, snapshot_format=None):
         raise BackupError('snapshot_format must be one of %s; got %r'
                           % (', '.join(FORMATS), snapshot_format), param='snapshot_format')
     if snapshot != 'latest':
-        naming.validate_name('snapshot', snapshot)
+        validate_snapshot_name('snapshot', snapshot)
     entries = [e for e in reversed(Manifest(backup_dir).entries()) if retention.is_good(e)]
     if snapshot_format:
         entries = [e for e in entries if e.get('kind') == snapshot_format]
@@ -830,8 +850,9 @@ def restore_snapshot(conn, backup_dir=DEFAULT_BACKUP_DIR, snapshot='latest', sna
     ok = False
     with job_lock(os.path.join(backup_dir, LOCK_NAME), 'redis_snapshot job in %s' % backup_dir,
                   wait=lock_timeout):
-        extract = verify_artifact(backup_dir, entry, work_dir=data)
+        extract = None
         try:
+            extract = verify_artifact(backup_dir, entry, work_dir=data)
             result = _swap_in(client, conn, control, layout, backup_dir, entry, extract)
             ok = True
         finally:
@@ -952,7 +973,7 @@ def import_snapshot(src, entry, backup_dir=DEFAULT_BACKUP_DIR, keep_min=DEFAULT_
     if not isinstance(entry, dict) or not entry.get('file') or not entry.get('sha256'):
         raise BackupError('entry must be the source manifest entry (with file and sha256)',
                           param='entry')
-    name = naming.validate_name('entry.file', entry['file'])
+    name = validate_snapshot_name('entry.file', entry['file'])
     kind = entry.get('kind')
     if kind not in FORMATS or not name.endswith(RDB_SUFFIX if kind == 'rdb' else AOF_SUFFIX):
         raise BackupError('entry.kind must be rdb or aof and match the file name; got %r / %r'

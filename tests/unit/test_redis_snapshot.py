@@ -1,0 +1,147 @@
+"""Unit tests of the Redis snapshot core that need no server: names, settings, retention."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+
+UTC = datetime.timezone.utc
+
+
+@pytest.mark.parametrize('good', ['dump-2026-01-07T10:30:00.rdb', '2026-01-07T10:30:00',
+                                  'appendonly-2026-01-07T10:30:00.aof.tar'])
+def test_snapshot_names_accepted(good):
+    assert core.validate_snapshot_name('snapshot', good) == good
+
+
+@pytest.mark.parametrize('bad', ['../dump-2026-01-07T10:30:00.rdb', '/etc/passwd', '..', '',
+                                 'dump-2026-01-07T10:30:00.rdb/../../x', 'dump.rdb', None, 7,
+                                 'appendonly-2026-01-07T10:30:00.aof', 'current.rdb',
+                                 'dump-2026-01-07T10:30:00.rdb\n'])
+def test_snapshot_names_refused_naming_the_parameter(bad):
+    with pytest.raises(BackupError) as info:
+        core.validate_snapshot_name('snapshot', bad)
+    assert info.value.param == 'snapshot' and 'snapshot' in info.value.msg
+
+
+@pytest.mark.parametrize('value, expected', [
+    ([], ''), ('', ''), ('""', ''), (None, ''),
+    ([[900, 1], [300, 10], [60, 10000]], '900 1 300 10 60 10000'),
+    ([{'seconds': 900, 'changes': 1}], '900 1'),
+    ('900 1  300 10', '900 1 300 10'),
+])
+def test_save_normalisation_empty_list_means_save_off(value, expected):
+    assert core.normalize_setting('save', value) == expected
+
+
+@pytest.mark.parametrize('value, expected', [('64mb', 67108864), ('64MB', 67108864),
+                                             ('1k', 1000), ('1kb', 1024), (100, 100),
+                                             ('2gb', 2 * 1024 ** 3)])
+def test_memory_units_as_redis_reports_them(value, expected):
+    assert core.normalize_setting('auto-aof-rewrite-min-size', value) == str(expected)
+
+
+def test_bad_memory_unit_names_settings():
+    with pytest.raises(BackupError) as info:
+        core.parse_memory('auto-aof-rewrite-min-size', '64 parsecs')
+    assert info.value.param == 'settings'
+
+
+def test_booleans_render_as_yes_no():
+    assert core.normalize_setting('appendonly', True) == 'yes'
+    assert core.normalize_setting('appendonly', False) == 'no'
+
+
+def _entries(kind, hours_ago, now):
+    out = []
+    for hours in hours_ago:
+        stamp = (now - datetime.timedelta(hours=hours)).strftime('%Y-%m-%dT%H:%M:%S')
+        out.append(dict(file=core.artifact_name(kind, stamp), kind=kind, time=stamp, status='ok'))
+    return out
+
+
+def test_prune_keeps_24h_of_rdb_and_latest_aof():
+    now = datetime.datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
+    entries = _entries('rdb', range(0, 30), now) + _entries('aof', [0, 1, 2], now)
+    keep, delete = core.plan_prune(entries, now, keep_min=3)
+    kept_rdb = [e for e in keep if e['kind'] == 'rdb']
+    assert len(kept_rdb) == 25  # 0..24 hours ago (24 h is not older than 24 h)
+    assert [e['file'] for e in keep if e['kind'] == 'aof'] == [entries[30]['file']]
+    assert len(delete) == 5 + 2
+
+
+def test_prune_never_drops_below_keep_min_when_backups_stopped():
+    now = datetime.datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
+    entries = _entries('rdb', [24 * 30, 24 * 31, 24 * 32, 24 * 33], now)
+    entries[0]['status'] = 'failed_verification'
+    keep, delete = core.plan_prune(entries, now, keep_min=2)
+    assert sorted(e['file'] for e in keep if e['status'] == 'ok') == sorted(
+        e['file'] for e in entries[1:3])
+    assert len(delete) == 2
+
+
+def test_prune_bad_limits_name_parameters():
+    now = datetime.datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
+    with pytest.raises(BackupError) as info:
+        core.plan_prune([], now, keep_min=0)
+    assert info.value.param == 'keep_min'
+    with pytest.raises(BackupError) as info:
+        core.plan_prune([], now, aof_keep=0)
+    assert info.value.param == 'aof_keep'
+
+
+def test_aof_manifest_parsing_refuses_paths(tmp_path):
+    good = tmp_path / 'appendonly.aof.manifest'
+    good.write_text('file appendonly.aof.1.base.rdb seq 1 type b\n'
+                    'file appendonly.aof.1.incr.aof seq 1 type i\n')
+    assert core.read_aof_manifest(str(good))[1] == ['appendonly.aof.1.base.rdb',
+                                                    'appendonly.aof.1.incr.aof']
+    bad = tmp_path / 'bad.manifest'
+    bad.write_text('file ../../etc/shadow seq 1 type b\n')
+    with pytest.raises(BackupError):
+        core.read_aof_manifest(str(bad))
+    empty = tmp_path / 'empty.manifest'
+    empty.write_text('\n')
+    with pytest.raises(BackupError):
+        core.read_aof_manifest(str(empty))
+
+
+@pytest.mark.parametrize('kwargs, param', [
+    (dict(backup_dir='relative'), 'backup_dir'),
+    (dict(backup_dir='/opt/../etc'), 'backup_dir'),
+    (dict(instance='a/b'), 'instance'),
+    (dict(formats=['rdb', 'sql']), 'formats'),
+    (dict(formats=[]), 'formats'),
+    (dict(timeout=-1), 'timeout'),
+    (dict(timeout='soon'), 'timeout'),
+])
+def test_snapshot_validation_before_connecting(tmp_path, kwargs, param):
+    args = dict(backup_dir=str(tmp_path / 'b'), metrics_dir=str(tmp_path / 'm'))
+    args.update(kwargs)
+    # port 1: nothing listens; validation must fail first, naming the parameter
+    with pytest.raises(BackupError) as info:
+        core.take_snapshot(dict(login_port=1), **args)
+    assert info.value.param == param
+    assert not (tmp_path / 'b').exists() and not (tmp_path / 'm').exists()
+
+
+def test_restore_needs_a_way_to_start_redis(tmp_path):
+    with pytest.raises(BackupError) as info:
+        core.restore_snapshot(dict(login_port=1), backup_dir=str(tmp_path), metrics_dir='')
+    assert info.value.param == 'start_command'
+    with pytest.raises(BackupError) as info:
+        core.Control(start_command='redis-server /etc/redis.conf', stop_command=[1, 2])
+    assert info.value.param == 'stop_command'
+
+
+def test_restore_latest_with_empty_backup_dir_names_snapshot(tmp_path):
+    with pytest.raises(BackupError) as info:
+        core.resolve_snapshot(str(tmp_path), 'latest')
+    assert info.value.param == 'snapshot'
+    with pytest.raises(BackupError) as info:
+        core.resolve_snapshot(str(tmp_path), 'latest', 'zip')
+    assert info.value.param == 'snapshot_format'
