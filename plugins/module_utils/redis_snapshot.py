@@ -1005,6 +1005,8 @@ def import_snapshot(src, entry, backup_dir=DEFAULT_BACKUP_DIR, keep_min=DEFAULT_
                 check_rdb(temp)
         record = dict(entry, sha256=sha, size_bytes=size, status='ok',
                       imported=naming.format_timestamp())
+        for local_only in ('path', 'present', 'verified'):  # facts of the source host
+            record.pop(local_only, None)
         with Manifest(backup_dir).update() as entries:
             entries[name] = record
         set_pointer(backup_dir, kind, _newest(backup_dir, kind))
