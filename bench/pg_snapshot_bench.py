@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: our pg_snapshot against the seed's ``pg_dump -Fc`` and a raw ``-Z0`` dump.
 
 Starts a throwaway PostgreSQL 15 cluster (tests/helpers/servers.py), builds a database of
@@ -90,7 +89,7 @@ def sh(argv, env):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--rows', type=int, default=2200000,
                         help='rows in the orders table (default builds >= 1 GB on disk)')
     parser.add_argument('--candidates', default='',
@@ -110,8 +109,8 @@ def main():
         env = dict(os.environ, **cluster.env)
         pg = cluster.bin
         cluster.create_database(DB)
-        build_time, _ = timed(lambda: (cluster.psql(BUILD_SQL % {'rows': args.rows}, DB),
-                                       cluster.psql('VACUUM ANALYZE', DB)))
+        build_time, _built = timed(lambda: (cluster.psql(BUILD_SQL % {'rows': args.rows}, DB),
+                                            cluster.psql('VACUUM ANALYZE', DB)))
         db_size = int(cluster.psql("SELECT pg_database_size('%s')" % DB))
         print('built %s: %.2f GB on disk in %.0f s (%d orders rows)'
               % (DB, db_size / 1e9, build_time, args.rows), flush=True)
@@ -128,11 +127,11 @@ def main():
 
         # warm the cache once so the first timed run is not penalised
         raw_dump()
-        t_raw, _ = timed(raw_dump)
+        t_raw, _out = timed(raw_dump)
         results['raw'] = (t_raw, os.path.getsize(os.path.join(out, 'raw.dump')))
         print('raw  pg_dump -Fc -Z0      %7.1f s  %7.1f MB' % (t_raw, results['raw'][1] / 1e6),
               flush=True)
-        t_seed, _ = timed(seed_dump)
+        t_seed, _out = timed(seed_dump)
         results['seed'] = (t_seed, os.path.getsize(os.path.join(out, 'seed.dump')))
         print('seed pg_dump -Fc          %7.1f s  %7.1f MB' % (t_seed, results['seed'][1] / 1e6),
               flush=True)
@@ -153,7 +152,7 @@ def main():
             sh([os.path.join(pg, 'pg_restore'), '-d', 'r_seed', os.path.join(out, 'seed.dump')],
                env)
 
-        t_seed_r, _ = timed(seed_restore)
+        t_seed_r, _out = timed(seed_restore)
         print('seed restore (serial pg_restore)  %7.1f s' % t_seed_r, flush=True)
         t_ours_r, res = timed(lambda: core.restore(dict(params, target_database='r_ours')))
         print('ours restore (jobs=%d, verify, row check)  %7.1f s' % (core.DEFAULT_JOBS, t_ours_r),

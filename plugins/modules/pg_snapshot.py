@@ -29,15 +29,17 @@ description:
     fail with a clear message. Every run writes node_exporter textfile metrics.
   - The same code runs from cron as C(codeb-backup pg-snapshot) on the host.
 author:
-  - codeb.backup contributors
+  - codeb.backup maintainers (@codeb)
 requirements:
   - PostgreSQL 15 client tools (C(pg_dump), C(pg_restore), C(psql)) on the managed host.
   - C(zstd) on the managed host for O(compression=zstd).
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Connects and reads only; predicts the snapshot name, deletions and restores.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   state:

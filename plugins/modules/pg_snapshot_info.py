@@ -13,14 +13,16 @@ version_added: "1.0.0"
 description:
   - Lists the snapshots recorded in C({backup_dir}/manifest.json), newest first, with time,
     size, sha256 and verification state. Reads only; never connects to PostgreSQL.
-  - To re-check the files themselves use M(codeb.backup.pg_snapshot) with O(state=verified).
+  - To re-check the files themselves use M(codeb.backup.pg_snapshot) with O(codeb.backup.pg_snapshot#module:state=verified).
 author:
-  - codeb.backup contributors
+  - codeb.backup maintainers (@codeb)
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Read-only module.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   database:

@@ -357,3 +357,53 @@ def test_refused_password_fails_the_dump_not_changed(pg_cluster, tmp_path, shop)
     status = (tmp_path / 'metrics' / 'codeb_backup_pg_snapshot_Shop-Data.prom').read_text()
     assert 'codeb_backup_last_status{kind="pg_snapshot",target="Shop-Data"} 0' in status
     assert 'last_success_timestamp' not in status
+
+
+def test_role_installs_cron_that_snapshots_idempotently(pg_cluster, tmp_path, shop):
+    """roles/pg_snapshot: a second run changes nothing, the password is only in a 0600
+    file, and the exact cron command lines work against the real server."""
+    for sub in ('bin', 'cron.d'):
+        (tmp_path / sub).mkdir()
+    role_vars = {
+        'host_cli_lib_dir': str(tmp_path / 'lib'), 'host_cli_path': str(tmp_path / 'bin' / 'cb'),
+        'host_cli_python': sys.executable, 'host_cli_install_packages': False,
+        'pg_snapshot_install_packages': False, 'pg_snapshot_databases': [DB],
+        'pg_snapshot_dir': str(tmp_path / 'backups'),
+        'pg_snapshot_cron_file': str(tmp_path / 'cron.d' / 'codeb-pg-snapshot'),
+        'pg_snapshot_cli_path': str(tmp_path / 'bin' / 'cb'),
+        'pg_snapshot_metrics_dir': str(tmp_path / 'metrics'),
+        'pg_snapshot_login_host': '127.0.0.1', 'pg_snapshot_login_port': pg_cluster.port,
+        'pg_snapshot_login_password': pg_cluster.password,
+        'pg_snapshot_password_file': str(tmp_path / 'etc' / 'pg.password'),
+        'pg_snapshot_os_user': '', 'pg_snapshot_login_unix_socket': '',
+    }
+    play = [{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
+             'vars': {'ansible_python_interpreter': sys.executable},
+             'roles': [{'role': 'codeb.backup.pg_snapshot', 'vars': role_vars}]}]
+    playbook = tmp_path / 'play.yml'
+    playbook.write_text(json.dumps(play))
+    from helpers.ansible_runner import run_playbook
+    rc, first, err = run_playbook(str(playbook), inventory='localhost,')
+    assert rc == 0, err
+    assert first['stats']['localhost']['changed'] > 0
+    rc, second, err = run_playbook(str(playbook), inventory='localhost,')
+    assert rc == 0, err
+    assert second['stats']['localhost']['changed'] == 0
+
+    assert os.stat(tmp_path / 'backups').st_mode & 0o777 == 0o700
+    assert os.stat(tmp_path / 'etc' / 'pg.password').st_mode & 0o777 == 0o600
+    crontab = (tmp_path / 'cron.d' / 'codeb-pg-snapshot').read_text()
+    assert pg_cluster.password not in crontab
+    jobs = [line for line in crontab.splitlines() if line and not line.startswith('#')]
+    assert len(jobs) == 2
+    for state in ('present', 'verified'):
+        line = [j for j in jobs if '--state %s' % state in j][0]
+        command = line.split(None, 6)[6]  # m h dom mon dow user command
+        proc = subprocess.run(['/bin/sh', '-c', command.replace('>/dev/null', '')],
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert result['database'] == DB
+    assert len(_snapshot_files(tmp_path / 'backups')) == 1
+    assert 'target="Shop-Data"} 1' in (tmp_path / 'metrics' /
+                                       'codeb_backup_pg_snapshot_Shop-Data.prom').read_text()
