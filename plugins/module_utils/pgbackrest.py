@@ -23,7 +23,7 @@ import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, locking, metrics, naming
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.codeb.backup.plugins.module_utils.process import run
+from ansible_collections.codeb.backup.plugins.module_utils.process import STDERR_TAIL, run
 
 BACKUP_TYPES = ('full', 'diff', 'incr')
 TARGETS = ('time', 'latest', 'immediate')
@@ -193,9 +193,10 @@ def stanza_info(stanza, run_as=None, config=None):
 
 
 def psql(sql, port=5432, socket=DEFAULT_SOCKET, run_as=DEFAULT_PG_USER,
-         pg_bin=DEFAULT_PG_BIN, database='postgres', timeout=60):
+         pg_bin=DEFAULT_PG_BIN, database='postgres', timeout=60, login_user='postgres'):
     argv = _as_user(run_as, [os.path.join(pg_bin, 'psql'), '-X', '-At', '-v', 'ON_ERROR_STOP=1',
-                             '-h', socket, '-p', str(port), '-d', database, '-c', sql])
+                             '-h', socket, '-p', str(port), '-U', login_user, '-d', database,
+                             '-c', sql])
     return run(argv, what='psql', timeout=timeout).stdout.strip()
 
 
@@ -205,14 +206,14 @@ def pg_is_running(port=5432, socket=DEFAULT_SOCKET, pg_bin=DEFAULT_PG_BIN):
 
 
 def flush_archive(port=5432, socket=DEFAULT_SOCKET, run_as=DEFAULT_PG_USER,
-                  pg_bin=DEFAULT_PG_BIN, timeout=120):
+                  pg_bin=DEFAULT_PG_BIN, timeout=120, login_user='postgres'):
     """Make everything committed so far reachable by PITR.
 
     Commits a marker transaction (so a time target before now always finds a commit after
     it to stop at), switches the WAL segment and waits until PostgreSQL reports it
     archived. Returns the marker's commit time: the end of the recovery window.
     """
-    kwargs = dict(port=port, socket=socket, run_as=run_as, pg_bin=pg_bin)
+    kwargs = dict(port=port, socket=socket, run_as=run_as, pg_bin=pg_bin, login_user=login_user)
     marker = psql('SELECT txid_current(); SELECT clock_timestamp()', **kwargs).splitlines()[-1]
     segment = psql('SELECT pg_walfile_name(pg_switch_wal())', **kwargs)
     deadline = time.monotonic() + timeout
@@ -306,15 +307,19 @@ def recovered_point(log_text):
     return (stop[-1] if stop else None), (last[-1] if last else None)
 
 
-def _wait_promoted(port, socket, run_as, pg_bin, timeout):
+def _wait_promoted(port, socket, run_as, pg_bin, timeout, alive=None, log=None,
+                   login_user='postgres'):
     deadline = time.monotonic() + timeout
     last_error = None
     while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise BackupError('PostgreSQL stopped during recovery; the end of its log %s:\n%s'
+                              % (log[0], _log_tail(log[0], log[1])[-STDERR_TAIL:]))
         try:
-            if psql('SELECT pg_is_in_recovery()', port=port, socket=socket, run_as=run_as,
-                    pg_bin=pg_bin) == 'f':
-                return psql('SELECT timeline_id FROM pg_control_checkpoint()', port=port,
-                            socket=socket, run_as=run_as, pg_bin=pg_bin)
+            kwargs = dict(port=port, socket=socket, run_as=run_as, pg_bin=pg_bin,
+                          login_user=login_user)
+            if psql('SELECT pg_is_in_recovery()', **kwargs) == 'f':
+                return psql('SELECT timeline_id FROM pg_control_checkpoint()', **kwargs)
         except BackupError as exc:
             last_error = exc.msg
         time.sleep(0.5)
@@ -362,7 +367,8 @@ def restore(stanza, target=None, target_time=None, restore_to='in_place', check_
             pg_service=DEFAULT_PG_SERVICE, pg_log=DEFAULT_PG_LOG, pg_user=DEFAULT_PG_USER,
             scratch_path=None, scratch_port=DEFAULT_SCRATCH_PORT, scratch_user=DEFAULT_REPO_USER,
             config=None, archived_until=None, timeout=600,
-            metrics_dir=metrics.DEFAULT_TEXTFILE_DIR, lock_dir=DEFAULT_LOCK_DIR, lock_timeout=60):
+            metrics_dir=metrics.DEFAULT_TEXTFILE_DIR, lock_dir=DEFAULT_LOCK_DIR, lock_timeout=60,
+            login_user='postgres'):
     """Point-in-time recovery with pgBackRest; returns a result dict.
 
     ``in_place`` (on the PostgreSQL host): archive up to now, stop the service, delta
@@ -382,7 +388,8 @@ def restore(stanza, target=None, target_time=None, restore_to='in_place', check_
     if restore_to == 'in_place' and not check_mode and pg_is_running(pg_port, pg_socket, pg_bin):
         # validate first (cheap, read-only), then make the window reach "now"
         plan_restore(stanza, target, target_time, restore_to, user, config, archived_until)
-        flushed, _segment = flush_archive(pg_port, pg_socket, pg_user, pg_bin)
+        flushed, _segment = flush_archive(pg_port, pg_socket, pg_user, pg_bin, timeout=timeout,
+                                          login_user=login_user)
         archived_until = flushed
     plan = plan_restore(stanza, target, target_time, restore_to, user, config, archived_until)
     data_dir = pg_data if restore_to == 'in_place' else scratch_path
@@ -403,13 +410,20 @@ def restore(stanza, target=None, target_time=None, restore_to='in_place', check_
                     what='pgbackrest restore', timeout=timeout)
                 run(['systemctl', 'start', pg_service], what='systemctl start %s' % pg_service,
                     timeout=timeout)
-                timeline = _wait_promoted(pg_port, pg_socket, pg_user, pg_bin, timeout)
+                timeline = _wait_promoted(
+                    pg_port, pg_socket, pg_user, pg_bin, timeout,
+                    alive=lambda: run(['systemctl', 'is-active', '--quiet', pg_service],
+                                      check=False).returncode == 0,
+                    log=(pg_log, log_offset), login_user=login_user)
                 log_text = _log_tail(pg_log, log_offset)
             else:
                 log_path = os.path.join(scratch_path, 'startup.log')
                 _restore_scratch(stanza, plan, scratch_path, scratch_port, scratch_user, pg_bin,
                                  config, timeout, log_path)
-                timeline = _wait_promoted(scratch_port, scratch_path, scratch_user, pg_bin, timeout)
+                timeline = _wait_promoted(
+                    scratch_port, scratch_path, scratch_user, pg_bin, timeout,
+                    alive=lambda: os.path.exists(os.path.join(scratch_path, 'postmaster.pid')),
+                    log=(log_path, 0))
                 log_text = _log_tail(log_path, 0)
     except BackupError:
         metrics.write_job_metrics('pitr_restore', kind_target, False, time.monotonic() - started,
@@ -462,15 +476,21 @@ def _restore_scratch(stanza, plan, path, port, user, pg_bin, config, timeout, lo
         "unix_socket_directories = '%s'" % path,
         'archive_mode = off',
         "shared_buffers = '64MB'",
-        'max_connections = 20',
+        # no hot standby: PostgreSQL then does not insist on max_connections & co being at
+        # least the primary's, and accepts connections only once recovery has finished.
+        'hot_standby = off',
         "logging_collector = off",
     ]
     _write_owned(os.path.join(path, 'postgresql.conf'), '\n'.join(conf) + '\n', entry)
     _write_owned(os.path.join(path, 'pg_hba.conf'), 'local all all trust\n', entry)
     _write_owned(os.path.join(path, 'pg_ident.conf'), '', entry)
     _write_owned(os.path.join(path, SCRATCH_MARKER), 'scratch PITR of stanza %s\n' % stanza, entry)
-    run(_as_user(user, [os.path.join(pg_bin, 'pg_ctl'), '-D', path, '-l', log_path, '-W',
-                        'start']), what='pg_ctl start (scratch cluster)', timeout=timeout)
+    # -w: returns once the server accepts connections (still recovering), or fails fast.
+    proc = run(_as_user(user, [os.path.join(pg_bin, 'pg_ctl'), '-D', path, '-l', log_path, '-w',
+                               '-t', str(int(timeout)), 'start']), check=False, timeout=timeout + 30)
+    if proc.returncode != 0:
+        raise BackupError('the scratch cluster did not start; the end of its log %s:\n%s'
+                          % (log_path, _log_tail(log_path, 0)[-STDERR_TAIL:]))
 
 
 def _write_owned(path, text, entry):

@@ -1,0 +1,85 @@
+"""Helpers for the molecule verify tests: exec into the containers (podman exec through
+testinfra) and run the collection's playbooks against molecule's inventory."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import testinfra
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..'))
+
+
+def inventory():
+    path = os.environ.get('CODEB_MOLECULE_INVENTORY')
+    if path and os.path.exists(path):
+        return path
+    found = sorted(glob.glob(os.path.expanduser('~/.ansible/tmp/molecule.*.default/inventory')))
+    if not found:
+        raise RuntimeError('no molecule inventory: run through scripts/molecule.sh')
+    return found[-1]
+
+
+@pytest.fixture(scope='session')
+def storage():
+    return testinfra.get_host('podman://storage')
+
+
+@pytest.fixture(scope='session')
+def backup():
+    return testinfra.get_host('podman://backup')
+
+
+def sql(host, query, socket='/var/run/postgresql', port=5432, database='postgres'):
+    cmd = host.run('runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -h %s -p %s -d %s -c %s'
+                   % (socket, port, database, _quote(query)))
+    assert cmd.rc == 0, cmd.stderr
+    return cmd.stdout.strip()
+
+
+def scratch_sql(host, query, socket='/opt/codeb/pitr-scratch/codeb', port=5499):
+    cmd = host.run('runuser -u pgbackrest -- psql -X -At -v ON_ERROR_STOP=1 -U postgres -h %s -p %s '
+                   '-d postgres -c %s' % (socket, port, _quote(query)))
+    assert cmd.rc == 0, cmd.stderr
+    return cmd.stdout.strip()
+
+
+def _quote(text):
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def run_playbook(name, extra_vars):
+    """Run playbooks/<name> against molecule's containers; return (rc, stdout, stderr)."""
+    bindir = os.path.dirname(sys.executable)
+    env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_STDOUT_CALLBACK='ansible.posix.json',
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.collections'),
+               ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
+               PATH=bindir + os.pathsep + os.environ.get('PATH', ''))
+    proc = subprocess.run([os.path.join(bindir, 'ansible-playbook'), '-i', inventory(),
+                           os.path.join(ROOT, 'playbooks', name), '-e', json.dumps(extra_vars)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    out = proc.stdout
+    parsed = json.loads(out[out.index('{'):]) if '{' in out else {}
+    return proc.returncode, parsed, proc.stderr
+
+
+def task_results(parsed, host):
+    """Every (task name, result) for ``host`` in run order."""
+    for play in parsed.get('plays', []):
+        for task in play.get('tasks', []):
+            if host in task.get('hosts', {}):
+                yield task['task']['name'], task['hosts'][host]
+
+
+def failure(parsed):
+    for play in parsed.get('plays', []):
+        for task in play.get('tasks', []):
+            for host, res in task.get('hosts', {}).items():
+                if res.get('failed'):
+                    return host, task['task']['name'], res
+    return None
