@@ -31,7 +31,7 @@ description:
     textfile metrics, C(kind=env) (backups) or C(kind=env_restore), C(target=project/environment).
   - The same code runs from cron as C(codeb-backup env backup|set|restore|list).
 author:
-  - codeb.backup contributors
+  - codeb.backup maintainers (@codeb)
 options:
   project:
     description:
@@ -120,9 +120,13 @@ seealso:
   - module: codeb.backup.env_backup_info
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
+    details: Reads the store and I(dest) only; predicts the version, the keys that change and C(changed).
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
+    details: Key names only; every value is shown as C(********).
 '''
 
 EXAMPLES = r'''

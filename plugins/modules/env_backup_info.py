@@ -21,7 +21,7 @@ description:
   - Read-only; never changes anything. A project or environment without backups is not an
     error (C(exists=false), C(versions=[])).
 author:
-  - codeb.backup contributors
+  - codeb.backup maintainers (@codeb)
 options:
   project:
     description:
@@ -47,7 +47,9 @@ seealso:
   - module: codeb.backup.env_backup
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
+    details: Read-only; never changes anything.
 '''
 
 EXAMPLES = r'''

@@ -353,7 +353,7 @@ def cli_backup_args(root, src):
 
 
 def wait_for(path, proc):
-    for _ in range(600):  # a liveness guard, not a speed assertion
+    for _attempt in range(600):  # a liveness guard, not a speed assertion
         if os.path.exists(path):
             return
         if proc.poll() is not None:
@@ -448,7 +448,7 @@ def test_kill_9_at_a_random_moment_of_a_large_write(tmp_path):
     versions = assert_consistent(root, allowed_current=(A, big))
     assert len(versions) in (1, 2)
     rerun = cli(cli_backup_args(root, src))
-    _out, err = rerun.communicate()
+    err = rerun.communicate()[1]
     assert rerun.returncode == 0, err
     assert_fully_consistent(root, [A, big])
 
