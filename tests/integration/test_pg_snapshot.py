@@ -305,7 +305,7 @@ def test_check_mode_writes_nothing(pg_cluster, tmp_path, shop):
     assert after == before
 
 
-@pytest.mark.parametrize('name', ['../etc', 'a/b', '..', '', '.hidden', '-rf'])
+@pytest.mark.parametrize('name', ['../etc', ''])
 def test_bad_database_names_are_refused(pg_cluster, tmp_path, name):
     result = run_module(MODULE, _args(pg_cluster, tmp_path, database=name))
     assert result['failed'] is True
@@ -313,10 +313,31 @@ def test_bad_database_names_are_refused(pg_cluster, tmp_path, name):
     assert not (tmp_path / 'backups').exists() and not (tmp_path / 'metrics').exists()
 
 
+@pytest.mark.parametrize('state', ['present', 'verified', 'restored', 'pruned'])
+@pytest.mark.parametrize('name', ['a/b', '..', '.hidden', '-rf', 'x' * 64])
+def test_bad_database_names_are_refused_in_every_state(pg_cluster, tmp_path, name, state):
+    with pytest.raises(core.BackupError) as caught:
+        core.run_state(_args(pg_cluster, tmp_path, database=name, state=state))
+    assert caught.value.param == 'database'
+    assert not (tmp_path / 'backups').exists() and not (tmp_path / 'metrics').exists()
+
+
 @pytest.mark.parametrize('extra,param,text', [
     (dict(database='no_such_db'), 'database', 'does not exist'),
     (dict(login_port=1), 'login_port', 'cannot connect'),
     (dict(login_password='wrong-password'), 'login_password', 'refused the password'),
+])
+def test_bad_connection_clear_error_nothing_written(pg_cluster, tmp_path, shop, extra, param,
+                                                    text):
+    result = run_module(MODULE, _args(pg_cluster, tmp_path, **extra))
+    assert result['failed'] is True, result
+    assert result['param'] == param, result
+    assert text in result['msg']
+    assert 'wrong-password' not in json.dumps(result)
+    assert not (tmp_path / 'backups').exists()
+
+
+@pytest.mark.parametrize('extra,param,text', [
     (dict(compression='zstd:99'), 'compression', 'level must be 1-19'),
     (dict(compression='lz4'), 'compression', 'compression must be one of'),
     (dict(format='directory', compression='zstd'), 'compression', 'needs format custom'),
@@ -324,13 +345,12 @@ def test_bad_database_names_are_refused(pg_cluster, tmp_path, name):
     (dict(jobs=0), 'jobs', 'jobs must be'),
     (dict(backup_dir='relative/dir'), 'backup_dir', 'absolute'),
 ])
-def test_bad_input_clear_error_nothing_written(pg_cluster, tmp_path, shop, extra, param, text):
-    result = run_module(MODULE, _args(pg_cluster, tmp_path, **extra))
-    assert result['failed'] is True, result
-    assert result['param'] == param, result
-    assert text in result['msg']
-    assert 'wrong-password' not in json.dumps(result)
-    assert not (tmp_path / 'backups').exists()
+def test_bad_options_clear_error_nothing_written(pg_cluster, tmp_path, shop, extra, param, text):
+    with pytest.raises(core.BackupError) as caught:
+        core.snapshot(_args(pg_cluster, tmp_path, **extra))
+    assert caught.value.param == param
+    assert text in caught.value.msg
+    assert not (tmp_path / 'backups').exists() and not (tmp_path / 'metrics').exists()
 
 
 def test_wrong_types_and_unknown_snapshot(pg_cluster, tmp_path, shop):
