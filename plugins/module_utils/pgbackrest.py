@@ -18,6 +18,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import time
 
@@ -486,8 +487,12 @@ def _restore_scratch(stanza, plan, path, port, user, pg_bin, config, timeout, lo
     _write_owned(os.path.join(path, 'pg_ident.conf'), '', entry)
     _write_owned(os.path.join(path, SCRATCH_MARKER), 'scratch PITR of stanza %s\n' % stanza, entry)
     # -w: returns once the server accepts connections (still recovering), or fails fast.
+    # The same settings on the command line too: they must beat whatever the production
+    # cluster had set with ALTER SYSTEM (postgresql.auto.conf is restored with the data).
+    options = "-h '' -p %d -k %s -c archive_mode=off -c hot_standby=off" % (int(port), shlex.quote(path))
     proc = run(_as_user(user, [os.path.join(pg_bin, 'pg_ctl'), '-D', path, '-l', log_path, '-w',
-                               '-t', str(int(timeout)), 'start']), check=False, timeout=timeout + 30)
+                               '-t', str(int(timeout)), '-o', options, 'start']),
+               check=False, timeout=timeout + 30)
     if proc.returncode != 0:
         raise BackupError('the scratch cluster did not start; the end of its log %s:\n%s'
                           % (log_path, _log_tail(log_path, 0)[-STDERR_TAIL:]))

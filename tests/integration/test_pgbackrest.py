@@ -1,0 +1,165 @@
+"""pgBackRest core against a real PostgreSQL 15 and a real local repository (no SSH):
+backups with metrics, the recovery window, refusals, and an exact scratch PITR."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from ansible_collections.codeb.backup.plugins.module_utils import pgbackrest as pb
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
+from helpers.servers import PostgresCluster, free_port
+
+STANZA = 'itest'
+
+
+@pytest.fixture(scope='module')
+def archiving_cluster():
+    base = tempfile.mkdtemp(prefix='codeb-test-pgbr-')
+    pw = pwd.getpwnam('postgres')
+    config = os.path.join(base, 'pgbackrest.conf')
+    dirs = {name: os.path.join(base, name) for name in ('repo', 'log', 'lock', 'spool')}
+    cluster = PostgresCluster(base, extra_conf={
+        'wal_level': 'replica', 'archive_mode': 'on', 'archive_timeout': '60',
+        'archive_command': "'pgbackrest --config=%s --stanza=%s archive-push %%p'" % (config, STANZA),
+    })
+    for path in dirs.values():
+        os.makedirs(path)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    with open(config, 'w') as handle:
+        handle.write('[global]\nrepo1-path=%(repo)s\nlog-path=%(log)s\nlock-path=%(lock)s\n'
+                     'spool-path=%(spool)s\narchive-async=y\ncompress-type=zst\nstart-fast=y\n'
+                     'log-level-console=warn\n' % dirs)
+        handle.write('[%s]\npg1-path=%s\npg1-port=%d\npg1-socket-path=%s\n'
+                     % (STANZA, cluster.data, cluster.port, cluster.socket_dir))
+    os.chown(config, pw.pw_uid, pw.pw_gid)
+    cluster.start()
+    subprocess.run(['runuser', '-u', 'postgres', '--', 'pgbackrest', '--config=%s' % config,
+                    '--stanza=%s' % STANZA, 'stanza-create'], check=True, capture_output=True)
+    cluster.config = config
+    cluster.metrics_dir = os.path.join(base, 'metrics')
+    cluster.lock_dir = dirs['lock']
+    yield cluster
+    cluster.stop()
+    scratch = os.path.join(base, 'scratch')
+    if os.path.exists(os.path.join(scratch, 'postmaster.pid')):
+        subprocess.run(['runuser', '-u', 'postgres', '--', os.path.join(pb.DEFAULT_PG_BIN, 'pg_ctl'),
+                        '-D', scratch, '-m', 'immediate', '-w', 'stop'], check=False, capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _kw(cluster):
+    return dict(run_as='postgres', config=cluster.config, metrics_dir=cluster.metrics_dir,
+                lock_dir=cluster.lock_dir)
+
+
+def test_window_needs_a_backup_first(archiving_cluster):
+    info = pb.stanza_info(STANZA, run_as='postgres', config=archiving_cluster.config)
+    with pytest.raises(BackupError) as exc:
+        pb.window_from_info(info)
+    assert exc.value.param == 'stanza'
+
+
+def test_full_backup_writes_metrics_and_if_none_is_idempotent(archiving_cluster):
+    result = pb.backup(STANZA, 'full', **_kw(archiving_cluster))
+    assert result['changed'] and result['type'] == 'full' and result['size_bytes'] > 0
+    assert result['label'].endswith('F')
+    prom = open(os.path.join(archiving_cluster.metrics_dir,
+                             'codeb_backup_pgbackrest_full_%s.prom' % STANZA)).read()
+    assert 'codeb_backup_last_status{kind="pgbackrest_full",target="%s"} 1' % STANZA in prom
+    again = pb.backup(STANZA, 'full', if_none=True, **_kw(archiving_cluster))
+    assert again['changed'] is False and again['label'] == result['label']
+
+
+def test_failed_backup_records_failure_but_keeps_last_success(archiving_cluster):
+    path = os.path.join(archiving_cluster.metrics_dir, 'codeb_backup_pgbackrest_incr_%s.prom' % STANZA)
+    pb.backup(STANZA, 'incr', **_kw(archiving_cluster))
+    success_line = [line for line in open(path) if 'last_success' in line and not line.startswith('#')]
+    # same repository, but PostgreSQL is "not there": the backup itself fails
+    broken = archiving_cluster.config + '.broken'
+    with open(archiving_cluster.config) as src, open(broken, 'w') as dst:
+        dst.write(src.read().replace('pg1-port=%d' % archiving_cluster.port, 'pg1-port=%d' % free_port()))
+    os.chmod(broken, 0o644)
+    kw = dict(_kw(archiving_cluster), config=broken)
+    with pytest.raises(BackupError) as exc:
+        pb.backup(STANZA, 'incr', **kw)
+    assert 'pgbackrest backup' in exc.value.msg
+    text = open(path).read()
+    assert 'codeb_backup_last_status{kind="pgbackrest_incr",target="%s"} 0' % STANZA in text
+    assert success_line[0] in text
+
+
+def test_concurrent_backup_waits_then_fails_clearly(archiving_cluster):
+    from ansible_collections.codeb.backup.plugins.module_utils import locking
+    lock = pb._lock_path(archiving_cluster.lock_dir, STANZA)
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with locking.job_lock(lock, 'test holder'):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    try:
+        with pytest.raises(LockTimeout) as exc:
+            pb.backup(STANZA, 'incr', lock_timeout=0.5, **_kw(archiving_cluster))
+        assert exc.value.param == 'lock_timeout'
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_unknown_stanza_lists_the_known_ones(archiving_cluster):
+    with pytest.raises(BackupError) as exc:
+        pb.stanza_info('nosuch', run_as='postgres', config=archiving_cluster.config)
+    assert exc.value.param == 'stanza' and STANZA in exc.value.msg
+
+
+def test_exact_scratch_pitr_and_refusals(archiving_cluster):
+    cluster = archiving_cluster
+    cluster.psql('CREATE TABLE pitr(i int PRIMARY KEY, ts timestamptz DEFAULT clock_timestamp())')
+    for i in range(1, 6):
+        cluster.psql('INSERT INTO pitr(i) VALUES (%d)' % i)
+    time.sleep(0.05)
+    target = cluster.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
+    time.sleep(0.05)
+    for i in range(6, 11):
+        cluster.psql('INSERT INTO pitr(i) VALUES (%d)' % i)
+    flushed, _segment = pb.flush_archive(port=cluster.port, socket=cluster.socket_dir, timeout=120)
+    scratch = os.path.join(cluster.base, 'scratch')
+    common = dict(restore_to='scratch', scratch_path=scratch, scratch_port=free_port(),
+                  scratch_user='postgres', config=cluster.config, archived_until=flushed,
+                  metrics_dir=cluster.metrics_dir, lock_dir=cluster.lock_dir, timeout=120)
+    # refusals change nothing: no scratch directory appears
+    for bad, param in (({'target_time': '2026-02-30 10:00:00'}, 'target_time'),
+                       ({'target_time': '2001-01-01 00:00:00'}, 'target_time'),
+                       ({'target': 'sometime'}, 'target')):
+        with pytest.raises(BackupError) as exc:
+            pb.restore(STANZA, **dict(common, **bad))
+        assert exc.value.param == param
+        assert not os.path.exists(scratch)
+    later = (flushed + datetime.timedelta(minutes=5)).strftime('%Y-%m-%d %H:%M:%S')
+    with pytest.raises(BackupError) as exc:
+        pb.restore(STANZA, target_time=later, **common)
+    assert 'outside the recovery window' in exc.value.msg and exc.value.details['window']
+    # check mode predicts and touches nothing
+    plan = pb.restore(STANZA, target_time=target, check_mode=True, **common)
+    assert plan['changed'] and plan['target'] == 'time' and not os.path.exists(scratch)
+    result = pb.restore(STANZA, target_time=target, **common)
+    assert result['timeline'] == 2 and result['recovery_stopped_at']
+    rows = pb.psql('SELECT i FROM pitr ORDER BY i', port=result['port'], socket=scratch)
+    assert rows.split() == ['1', '2', '3', '4', '5']
+    # production was not touched
+    assert cluster.psql('SELECT count(*) FROM pitr') == '10'
+    assert os.path.exists(os.path.join(scratch, pb.SCRATCH_MARKER))
