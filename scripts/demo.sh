@@ -32,7 +32,25 @@ for _ in $(seq 60); do
 done
 as_pg pg_isready -q || { echo "demo: PostgreSQL 15/main did not come up" >&2; exit 1; }
 
-# 2. The databases exist, each with a little sample data.
+# 2. The local Redis (backup.yml's Redis play snapshots it) answers on 127.0.0.1:6379.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "demo: starting redis-server"
+  install -d -o redis -g redis -m 0755 /run/redis
+  runuser -u redis -- redis-server /etc/redis/redis.conf --daemonize yes
+  for _ in $(seq 30); do
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
+    sleep 1
+  done
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "demo: redis-server did not answer on 127.0.0.1:6379" >&2
+  exit 1
+fi
+if [ -z "$(redis-cli -h 127.0.0.1 -p 6379 --raw dbsize | grep -v '^0$')" ]; then
+  redis-cli -h 127.0.0.1 -p 6379 mset demo:session:1 alice demo:session:2 bob >/dev/null
+fi
+
+# 3. The databases exist, each with a little sample data.
 for db in $DEMO_DATABASES; do
   if [ -z "$(as_pg psql -XAtc "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
     echo "demo: creating database $db with sample data"
@@ -49,10 +67,10 @@ SQL
   fi
 done
 
-# 3. Snapshot them all.
+# 4. Snapshot them all (PostgreSQL databases, then Redis).
 ansible-playbook -i inventories/local/hosts.yml playbooks/backup.yml
 
-# 4. Where are they, how big, verified?
+# 5. Where are they, how big, verified?
 backup_dir=$(awk '/^codeb_pg_snapshot_dir:/ {print $2}' inventories/local/group_vars/codeb_storage/pg_snapshot.yml)
 echo
 echo "Snapshots in ${backup_dir} (manifest: ${backup_dir}/manifest.json):"
@@ -66,5 +84,10 @@ for s in snaps:
                                    s['sha256'][:16] + '...'))
 print('%d snapshots, %d bytes in total' % (len(snaps), sum(s['size_bytes'] for s in snaps)))
 PY
+if [ -d /opt/codeb/db-backup/redis ]; then
+  echo
+  echo "Redis snapshots in /opt/codeb/db-backup/redis:"
+  ls -l /opt/codeb/db-backup/redis
+fi
 echo
 echo "List them any time with: codeb-backup pg-snapshot-list  (or the codeb.backup.pg_snapshot_info module)"
