@@ -427,3 +427,33 @@ def test_role_installs_cron_that_snapshots_idempotently(pg_cluster, tmp_path, sh
     assert len(_snapshot_files(tmp_path / 'backups')) == 1
     assert 'target="Shop-Data"} 1' in (tmp_path / 'metrics' /
                                        'codeb_backup_pg_snapshot_Shop-Data.prom').read_text()
+
+
+@pytest.mark.parametrize('jobs', [1, 2])
+def test_restore_failing_midway_leaves_live_db_exactly_as_it_was(pg_cluster, tmp_path, shop,
+                                                                  jobs):
+    """Damage a snapshot *and* its manifest checksum, so the sha256 check passes and the
+    failure comes from decompression / pg_restore half-way: the live database must be
+    untouched and no temporary database left behind."""
+    made = core.snapshot(_args(pg_cluster, tmp_path))
+    pg_cluster.psql("INSERT INTO sales.orders VALUES (999999, 'live', 1, now(), 'after')", DB)
+    live = pg_cluster.psql(CHECKSUM_SQL, DB)
+    with open(made['path'], 'r+b') as handle:
+        handle.seek(made['size_bytes'] * 3 // 4)
+        handle.write(b'\0' * 64)
+    with Manifest(str(tmp_path / 'backups')).update() as entries:
+        entries[made['file']]['sha256'] = core.artifact_sha256(made['path'])
+    session = subprocess.Popen(  # an app session on the live database
+        [os.path.join(pg_cluster.bin, 'psql'), '-X', '-q', '-d', DB],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env=dict(os.environ, **pg_cluster.env))
+    try:
+        with pytest.raises(core.BackupError):
+            core.restore(_args(pg_cluster, tmp_path, jobs=jobs))
+    finally:
+        session.stdin.close()
+        session.wait()
+    assert pg_cluster.psql(CHECKSUM_SQL, DB) == live
+    assert pg_cluster.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % DB) == 't'
+    assert pg_cluster.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '\\_codeb\\_%'") == '0'
+    assert not [n for n in os.listdir(tmp_path / 'backups') if n.startswith('.tmp-')]
