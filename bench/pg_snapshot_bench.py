@@ -158,6 +158,7 @@ def main():
         print('ours restore (jobs=%d, verify, row check)  %7.1f s' % (core.DEFAULT_JOBS, t_ours_r),
               flush=True)
         assert res['tables'] == snap['tables'], 'restored row counts differ'
+        print('     restore steps: %s' % json.dumps(res['timings'], sort_keys=True), flush=True)
 
         summary = {
             'database_bytes': db_size,

@@ -821,6 +821,7 @@ def restore(params, check_mode=False):
         path = os.path.join(backup_dir, entry['file'])
         method = (entry.get('compression') or 'none').split(':')[0]
         report = verify_entry(conn, backup_dir, entry, full=False)
+        verify_seconds = round(time.monotonic() - started, 3)
         if not report['ok']:
             if not check_mode:
                 with Manifest(backup_dir).update() as entries:
@@ -847,6 +848,7 @@ def restore(params, check_mode=False):
                 result = _restore_locked(conn, p, entry, path, method, exists)
         duration = round(time.monotonic() - started, 3)
         result.update(duration_seconds=duration, size_bytes=entry.get('size_bytes'))
+        result['timings']['verify_seconds'] = verify_seconds
         metrics.write_job_metrics(KIND_RESTORE, target, True, duration, entry.get('size_bytes'),
                                   p['metrics_dir'])
         return result
@@ -871,6 +873,7 @@ class _nullcontext(object):
 
 def _restore_locked(conn, p, entry, path, method, exists):
     db, target, maint = p['database'], p['target_database'], p['maintenance_db']
+    timings = {}
     leftovers = _drop_leftovers(conn, p, target)
     suffix = os.urandom(3).hex()
     temp_db = _helper_prefix('rst', target) + suffix
@@ -888,7 +891,10 @@ def _restore_locked(conn, p, entry, path, method, exists):
               what='creating temporary database %r' % temp_db)
     swapped = False
     try:
+        step = time.monotonic()
         _restore_into(conn, p, path, method, temp_db)
+        timings['pg_restore_seconds'] = round(time.monotonic() - step, 3)
+        step = time.monotonic()
         counts = _parse_counts(conn.psql(ROW_COUNT_SQL, temp_db, 'counting restored rows')
                                .splitlines())
         expected = entry.get('tables') or {}
@@ -903,6 +909,8 @@ def _restore_locked(conn, p, entry, path, method, exists):
         if large_objects != int(entry.get('large_objects') or 0):
             raise BackupError('restored %d large objects, the snapshot recorded %s'
                               % (large_objects, entry.get('large_objects')))
+        timings['row_check_seconds'] = round(time.monotonic() - step, 3)
+        step = time.monotonic()
         if exists:
             conn.psql('ALTER DATABASE %s ALLOW_CONNECTIONS false' % _ident(target), maint,
                       what='closing database %r to new connections' % target)
@@ -926,8 +934,10 @@ def _restore_locked(conn, p, entry, path, method, exists):
         if not swapped:
             conn.psql('DROP DATABASE IF EXISTS %s WITH (FORCE)' % _ident(temp_db), maint,
                       what='dropping temporary database %r' % temp_db)
+    timings['swap_seconds'] = round(time.monotonic() - step, 3)
     return dict(changed=True, database=db, target_database=target, file=entry['file'],
                 time=entry['time'], sha256=entry['sha256'], replaced_existing=exists,
+                timings=timings,
                 tables=counts, large_objects=large_objects, leftovers_dropped=leftovers)
 
 
