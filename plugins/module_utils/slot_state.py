@@ -199,10 +199,18 @@ def plan_deploy(state, project, version, deployed_by=None, db_snapshot=None, red
     """Return ``(changed, new_state, target_slot)`` for recording ``version`` as deployed.
 
     The version goes into the inactive slot (blue for a project's first deploy), which
-    becomes active; the previously active slot becomes ``grace``. ``slot``, when given,
-    must be that inactive slot (deploy.yml passes the slot it deployed into, so a
-    concurrent deploy cannot make us record the wrong one). Recording the same version
-    with the same snapshots again changes nothing.
+    becomes active; the previously active slot becomes ``grace``.
+
+    The snapshots were taken just *before* the deploy: they hold the data the previously
+    active release was running with, so they are recorded on that slot (the one becoming
+    ``grace``). A rollback to it with ``restore_db`` then restores exactly the data it left
+    behind, not the older data it was itself deployed over. (The seed restored the target
+    slot's deploy-time snapshot, which loses everything written while it was live.) On a
+    project's first deploy there is no previous slot; the snapshot is kept in the history.
+
+    ``slot``, when given, must be the inactive slot (deploy.yml passes the slot it deployed
+    into, so a concurrent deploy cannot make us record the wrong one). Recording the same
+    deploy again changes nothing.
     """
     validate_name('project', project)
     validate_ref('version', version)
@@ -217,8 +225,10 @@ def plan_deploy(state, project, version, deployed_by=None, db_snapshot=None, red
         validate_slot('slot', slot)
     base = empty_state(project, team_id) if state is None else copy.deepcopy(state)
     active = base.get('activeSlot')
-    if active and base[active].get('version') == version and \
-            all(base[active].get(k) == v for k, v in refs.items()) and slot in (None, active):
+    last = base['history'][-1] if base.get('history') else {}
+    if active and base[active].get('version') == version and slot in (None, active) \
+            and last.get('action') == 'deployed' and last.get('slot') == active \
+            and all(last.get(k) == v for k, v in refs.items()):
         return False, base, active
     target = other_slot(active) if active else 'blue'
     if slot is not None and slot != target:
@@ -230,18 +240,22 @@ def plan_deploy(state, project, version, deployed_by=None, db_snapshot=None, red
     entry = {'name': target, 'state': 'active', 'version': version, 'deployedAt': stamp}
     if deployed_by:
         entry['deployedBy'] = deployed_by
-    for key, value in refs.items():
-        if value:
-            entry[key] = value
     if active:
         base[active]['state'] = 'grace'
+        base[active].pop('rolledBackAt', None)
+        for key, value in refs.items():
+            if value:
+                base[active][key] = value
+            else:
+                base[active].pop(key, None)
     base[target] = entry
     base['activeSlot'] = target
     if team_id:
         base['teamId'] = team_id
-    _finish(base, stamp, {'action': 'deployed', 'slot': target, 'version': version,
-                          'fromSlot': active, 'fromVersion': base[active].get('version') if active else None,
-                          'by': deployed_by, 'dbSnapshot': db_snapshot})
+    event = {'action': 'deployed', 'slot': target, 'version': version, 'fromSlot': active,
+             'fromVersion': base[active].get('version') if active else None, 'by': deployed_by}
+    event.update(refs)
+    _finish(base, stamp, event)
     return True, base, target
 
 

@@ -16,8 +16,12 @@ description:
     C(version), C(deployedBy), C(dbSnapshot), C(redisSnapshot), C(envBackup), plus
     C(lastUpdated), a C(generation) counter and the last 20 events in C(history)).
   - I(state=deployed) records I(version) into the inactive slot (blue for a project's first
-    deploy) with the snapshots taken before the deploy and makes it active; the previously
-    active slot becomes C(grace), ready for a rollback.
+    deploy) and makes it active; the previously active slot becomes C(grace), ready for a
+    rollback.
+  - The snapshots given with a deploy (I(db_snapshot), I(redis_snapshot), I(env_backup)) were
+    taken just before it, so they hold the data the previously active release ran with; they
+    are recorded on that slot (on a first deploy, only in the history). A rollback to it with
+    a restore brings back exactly the data it left behind.
   - I(state=rolled_back) makes the other slot active, or the slot holding I(to_version). The
     slot traffic left becomes C(rolled_back); when I(safety_db_snapshot) is given it becomes
     that slot's C(dbSnapshot), so a later roll-forward with a DB restore brings that data back.
@@ -73,7 +77,8 @@ options:
     type: str
   db_snapshot:
     description:
-      - Name of the database snapshot taken before this deploy (from M(codeb.backup.pg_snapshot)).
+      - Name of the database snapshot taken just before this deploy (the C(file) returned by
+        M(codeb.backup.pg_snapshot)); recorded on the slot becoming C(grace).
     type: str
   redis_snapshot:
     description:

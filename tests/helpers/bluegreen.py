@@ -99,11 +99,11 @@ class Nginx(object):
             handle.write('# codeb-active-slot: %s\nproxy_pass http://codeb_%s_%s;\n'
                          % (initial_slot, project, initial_slot))
 
-    def start(self, port):
+    def start(self, port=None):
         self.proc = subprocess.Popen([NGINX, '-p', self.base, '-c', self.conf],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
-        while not (os.path.exists(self.pid_file) and _listening(port)):
+        while not (os.path.exists(self.pid_file) and (port is None or _listening(port))):
             if self.proc.poll() is not None:
                 raise RuntimeError('nginx exited: %s' % self.proc.stderr.read().decode())
             if time.monotonic() > deadline:

@@ -39,24 +39,34 @@ def test_first_deploy_goes_to_blue_with_seed_schema(tmp_path):
     assert data['projectName'] == 'worb' and data['teamId'] == 'team1'
     assert data['activeSlot'] == 'blue'
     assert data['blue'] == dict(data['blue'], name='blue', state='active', version='v1',
-                                deployedBy='key_abc123', dbSnapshot='worb-2026-01-07T10:00:00.dump',
-                                redisSnapshot='worb-2026-01-07T10:00:00.rdb',
-                                envBackup='2026-01-07T10:00:00')
+                                deployedBy='key_abc123')
     assert data['green'] == {'name': 'green', 'state': 'empty'}
     assert data['lastUpdated'].endswith('Z')
-    assert data['history'][-1]['action'] == 'deployed'
+    # no previous slot on a first deploy: the snapshots are kept in the history
+    assert data['history'][-1] == dict(data['history'][-1], action='deployed', slot='blue',
+                                       dbSnapshot='worb-2026-01-07T10:00:00.dump',
+                                       redisSnapshot='worb-2026-01-07T10:00:00.rdb',
+                                       envBackup='2026-01-07T10:00:00')
     assert oct(os.stat(os.path.join(str(tmp_path), 'worb.json')).st_mode & 0o777) == '0o644'
 
 
 def test_second_deploy_alternates_and_old_becomes_grace(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
-    result = _deploy(tmp_path, 'v2', db='s2', slot='green')
+    result = _deploy(tmp_path, 'v2', db='s2', slot='green', redis_snapshot='r2',
+                     env_backup='2026-01-07T10:00:00')
     state = result['slot_state']
     assert state['activeSlot'] == 'green'
     assert state['green']['version'] == 'v2' and state['green']['state'] == 'active'
     assert state['blue']['version'] == 'v1' and state['blue']['state'] == 'grace'
+    # the snapshots taken before v2's deploy hold v1's data: they belong to v1's slot
+    assert state['blue']['dbSnapshot'] == 's2'
+    assert state['blue']['redisSnapshot'] == 'r2'
+    assert state['blue']['envBackup'] == '2026-01-07T10:00:00'
+    assert 'dbSnapshot' not in state['green']
     third = _deploy(tmp_path, 'v3', db='s3')
     assert third['slot'] == 'blue' and third['slot_state']['green']['state'] == 'grace'
+    assert third['slot_state']['green']['dbSnapshot'] == 's3'
+    assert 'redisSnapshot' not in third['slot_state']['green']
 
 
 def test_same_deploy_twice_is_idempotent(tmp_path):
@@ -86,7 +96,7 @@ def test_check_mode_predicts_and_writes_nothing(tmp_path):
     plan = slot_state.record_rollback(str(tmp_path), 'worb', require=['db'], check_mode=True,
                                       metrics_dir=str(tmp_path / 'metrics'))
     assert plan['changed'] and plan['rollback']['target_slot'] == 'blue'
-    assert plan['rollback']['db_snapshot'] == 's1'
+    assert plan['rollback']['db_snapshot'] == 's2'
     assert _snapshot_tree(tmp_path) == before
 
 
@@ -155,8 +165,8 @@ def test_rollback_refused_when_target_slot_empty(tmp_path):
 
 
 def test_rollback_refused_when_db_snapshot_missing(tmp_path):
-    _deploy(tmp_path, 'v1')          # deployed without a DB snapshot
-    _deploy(tmp_path, 'v2', db='s2')
+    _deploy(tmp_path, 'v1', db='s1')
+    _deploy(tmp_path, 'v2')          # deployed without a DB snapshot: v1's data not kept
     with pytest.raises(BackupError) as info:
         slot_state.record_rollback(str(tmp_path), 'worb', require=['db'], metrics_dir='')
     assert info.value.param == 'restore_db' and 'no dbSnapshot' in info.value.msg

@@ -1,0 +1,271 @@
+"""deploy.yml and rollback.yml end to end: the bluegreen role on a real nginx, two real HTTP
+apps (blue and green answer the version deployed into them), the throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+import yaml
+
+from helpers.ansible_runner import ROOT, run_playbook
+from helpers.bluegreen import App, Nginx, http_get
+from helpers.servers import free_port
+
+DEPLOY = os.path.join(ROOT, 'playbooks', 'deploy.yml')
+ROLLBACK = os.path.join(ROOT, 'playbooks', 'rollback.yml')
+
+# The user's deploy hook: "install" the release into the slot's docroot and run its
+# migration (a SQL statement per version) against the project's database.
+HOOK = [
+    {'name': 'Install the release into the slot',
+     'ansible.builtin.copy': {'content': '{{ deploy_version }}\n',
+                              'dest': '{{ test_app_root }}/{{ deploy_slot }}/index.html',
+                              'mode': '0644'}},
+    {'name': 'Run the release migration',
+     'ansible.builtin.command': {'argv': ['{{ test_psql }}', '-X', '-v', 'ON_ERROR_STOP=1',
+                                          '-h', '{{ test_pg_socket }}', '-p', '{{ test_pg_port }}',
+                                          '-U', 'postgres', '-d', '{{ test_database }}',
+                                          '-c', '{{ test_migrations[deploy_version] }}']},
+     'when': 'deploy_version in test_migrations', 'changed_when': True},
+]
+
+MIGRATIONS = {
+    'v1': "CREATE TABLE items (id int PRIMARY KEY, name text); "
+          "INSERT INTO items VALUES (1, 'one'), (2, 'two')",
+    'v2': "ALTER TABLE items ADD COLUMN price int DEFAULT 5; "
+          "UPDATE items SET name = upper(name); INSERT INTO items VALUES (3, 'THREE', 7)",
+}
+
+
+class Site(object):
+    def __init__(self, pg_cluster, project):
+        self.base = tempfile.mkdtemp(prefix='codeb-test-bg-')
+        os.chmod(self.base, 0o755)
+        self.project = project
+        self.pg = pg_cluster
+        self.database = project
+        pg_cluster.create_database(self.database)
+        self.apps = {slot: App(os.path.join(self.base, 'apps', slot)) for slot in ('blue', 'green')}
+        for slot, app in self.apps.items():
+            app.deploy('empty-%s' % slot)
+        self.nginx = Nginx(os.path.join(self.base, 'nginx'))
+        self.port = free_port()
+        self.hook = os.path.join(self.base, 'hook.yml')
+        with open(self.hook, 'w') as handle:
+            yaml.safe_dump(HOOK, handle)
+        self.vars = {
+            'ansible_python_interpreter': sys.executable,
+            'ansible_connection': 'local',
+            'project': project,
+            'bluegreen_hosts': 'localhost',
+            'bluegreen_projects': [{'name': project, 'listen': '127.0.0.1:%d' % self.port,
+                                    'blue': ['127.0.0.1:%d' % self.apps['blue'].port],
+                                    'green': ['127.0.0.1:%d' % self.apps['green'].port],
+                                    'database': self.database}],
+            'bluegreen_install_nginx': False,
+            'bluegreen_manage_service': False,
+            'bluegreen_nginx_binary': '/usr/sbin/nginx',
+            'bluegreen_nginx_conf': self.nginx.conf,
+            'bluegreen_nginx_prefix': self.nginx.base,
+            'bluegreen_nginx_pid_file': self.nginx.pid_file,
+            'bluegreen_site_dir': self.nginx.conf_d,
+            'bluegreen_include_dir': self.nginx.include_dir,
+            'bluegreen_state_dir': os.path.join(self.base, 'slots'),
+            'bluegreen_health_retries': 5,
+            'bluegreen_db_host': 'localhost',
+            'bluegreen_db_backup_dir': os.path.join(self.base, 'db-backup'),
+            'bluegreen_db_login_unix_socket': pg_cluster.socket_dir,
+            'bluegreen_db_login_port': pg_cluster.port,
+            'bluegreen_db_os_user': '',
+            'bluegreen_metrics_dir': os.path.join(self.base, 'metrics'),
+            'bluegreen_deploy_hook': self.hook,
+            # host_cli has its own test; copying the core takes most of a role run here
+            'bluegreen_install_host_cli': False,
+            'test_app_root': os.path.join(self.base, 'apps'),
+            'test_psql': os.path.join(pg_cluster.bin, 'psql'),
+            'test_pg_socket': pg_cluster.socket_dir,
+            'test_pg_port': pg_cluster.port,
+            'test_database': self.database,
+            'test_migrations': MIGRATIONS,
+        }
+
+    def start(self, check_idempotent=False):
+        for app in self.apps.values():
+            app.start()
+        self.nginx.start()
+        play = [{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
+                 'roles': [{'role': 'codeb.backup.bluegreen'}]}]
+        path = os.path.join(self.base, 'setup.yml')
+        with open(path, 'w') as handle:
+            yaml.safe_dump(play, handle)
+        for _run in range(2 if check_idempotent else 1):
+            rc, out, err = run_playbook(path, inventory='localhost,', extra_vars=self.vars)
+            assert rc == 0, (out, err)
+        if check_idempotent:
+            # second run of the role: nothing changed
+            assert out['stats']['localhost']['changed'] == 0, _changed_tasks(out)
+        assert http_get(self.port) == 'empty-blue'
+
+    def stop(self):
+        self.nginx.stop()
+        for app in self.apps.values():
+            app.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def play(self, playbook, **extra):
+        rc, out, err = run_playbook(playbook, inventory='localhost,',
+                                    extra_vars=dict(self.vars, **extra))
+        return rc, out, err
+
+    def deploy(self, version):
+        rc, out, err = self.play(DEPLOY, version=version)
+        assert rc == 0, _failure(out, err)
+        return out
+
+    def state(self):
+        with open(os.path.join(self.vars['bluegreen_state_dir'], '%s.json' % self.project)) as fh:
+            return json.load(fh)
+
+    def rows(self):
+        return self.pg.psql('SELECT * FROM items ORDER BY id', database=self.database)
+
+    def backups(self):
+        return sorted(os.listdir(self.vars['bluegreen_db_backup_dir']))
+
+
+def _changed_tasks(out):
+    return [task['task']['name'] for play in out['plays'] for task in play['tasks']
+            if any(result.get('changed') for result in task['hosts'].values())]
+
+
+def _failure(out, err):
+    """The failed task's message, for assertions and readable test failures."""
+    if not isinstance(out, dict):
+        return str(out) + err
+    messages = []
+    for play in out.get('plays', []):
+        for task in play['tasks']:
+            for result in task['hosts'].values():
+                if result.get('failed') and not result.get('skipped'):
+                    messages.append('%s: %s' % (task['task']['name'], result.get('msg')))
+    return '\n'.join(messages) or err
+
+
+@pytest.fixture
+def site(pg_cluster, request):
+    project = 'bg%s' % request.node.name.replace('test_', '')[:20].replace('_', '')
+    site = Site(pg_cluster, project)
+    try:
+        site.start(check_idempotent='roll_forward' in request.node.name)
+        yield site
+    finally:
+        site.stop()
+
+
+def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
+    # the role's second run changed nothing (checked in Site.start)
+    site.deploy('v1')
+    assert http_get(site.port) == 'v1'
+    v1_rows = site.rows()
+    assert v1_rows == '1|one\n2|two'
+    site.deploy('v2')
+    assert http_get(site.port) == 'v2'
+    assert site.rows() == '1|ONE|5\n2|TWO|5\n3|THREE|7'
+    state = site.state()
+    assert state['activeSlot'] == 'green' and state['blue']['state'] == 'grace'
+    v1_snapshot = state['blue']['dbSnapshot']
+    assert v1_snapshot in site.backups()
+    # v2 writes more data while live
+    site.pg.psql("INSERT INTO items VALUES (4, 'FOUR', 9)", database=site.database)
+    v2_rows = site.rows()
+
+    rc, out, err = site.play(ROLLBACK, restore_db=True, deployed_by='oncall')
+    assert rc == 0, _failure(out, err)
+    assert http_get(site.port) == 'v1'
+    assert site.rows() == v1_rows           # the database equals v1's snapshot
+    state = site.state()
+    assert state['activeSlot'] == 'blue' and state['green']['state'] == 'rolled_back'
+    safety = state['green']['dbSnapshot']
+    assert safety != v1_snapshot and safety in site.backups()
+    assert state['history'][-1]['by'] == 'oncall'
+
+    # a second rollback returns to v2, with v2's data from the safety snapshot
+    rc, out, err = site.play(ROLLBACK, restore_db=True)
+    assert rc == 0, _failure(out, err)
+    assert http_get(site.port) == 'v2'
+    assert site.rows() == v2_rows
+    assert site.state()['activeSlot'] == 'green'
+    prom = os.path.join(site.vars['bluegreen_metrics_dir'],
+                        'codeb_backup_bluegreen_rollback_%s.prom' % site.project)
+    with open(prom) as handle:
+        assert 'codeb_backup_last_status{kind="bluegreen_rollback",target="%s"} 1' % site.project \
+            in handle.read()
+
+    # a rollback without restore_db switches traffic and leaves the database as it is
+    backups = site.backups()
+    rc, out, err = site.play(ROLLBACK, to_version='v1')
+    assert rc == 0, _failure(out, err)
+    assert http_get(site.port) == 'v1'
+    assert site.rows() == v2_rows
+    assert site.backups() == backups        # no safety snapshot without restore_db
+    # with to_version, running it again changes nothing
+    state = site.state()
+    rc, out, err = site.play(ROLLBACK, to_version='v1')
+    assert rc == 0, _failure(out, err)
+    assert out['stats']['localhost']['changed'] == 0, _changed_tasks(out)
+    assert site.state() == state
+    assert http_get(site.port) == 'v1'
+
+
+def _refused(site, playbook, words, http='v2', **extra):
+    """Run ``playbook``; it must fail naming ``words`` and change neither traffic, state
+    nor data."""
+    state, rows = site.state(), site.rows()
+    rc, out, err = site.play(playbook, **extra)
+    assert rc != 0, 'expected %s %r to be refused' % (os.path.basename(playbook), extra)
+    message = _failure(out, err)
+    for word in words:
+        assert word in message, message
+    assert http_get(site.port) == http
+    assert site.state() == state
+    assert site.rows() == rows
+    return message
+
+
+def test_refusals_change_nothing(site):
+    site.deploy('v1')
+    # the other slot is still empty
+    _refused(site, ROLLBACK, ['target slot green', 'empty', 'not changed'], http='v1')
+    site.deploy('v2')
+    # bad input
+    _refused(site, ROLLBACK, ['unknown project nosuchproject'], project='nosuchproject')
+    _refused(site, ROLLBACK, ['project must be a project name'], project='../../etc')
+    _refused(site, ROLLBACK, ['to_version v9 is not in the history'], to_version='v9')
+    _refused(site, ROLLBACK, ['to_version', 'not allowed'], to_version='../v1')
+    _refused(site, ROLLBACK, ['restore_redis and restore_env are not available'],
+             restore_redis=True)
+    _refused(site, ROLLBACK, ['restore_db must be true or false', '"maybe"'], restore_db='maybe')
+
+    # a broken nginx configuration: no switch, a clear error (rollback and deploy)
+    broken = os.path.join(site.nginx.conf_d, 'zz-broken.conf')
+    with open(broken, 'w') as handle:
+        handle.write('server { listen 127.0.0.1:1; bogus_directive on; }\n')
+    _refused(site, ROLLBACK, ['nginx accepts its configuration', 'bogus_directive',
+                              'Traffic and slot state were not changed'], restore_db=True)
+    _refused(site, DEPLOY, ['switch traffic', 'nginx -t failed', 'traffic stays on green'],
+             version='v3')
+    os.unlink(broken)
+
+    # a corrupted snapshot: refused before any switch, HTTP still v2
+    path = os.path.join(site.vars['bluegreen_db_backup_dir'], site.state()['blue']['dbSnapshot'])
+    with open(path, 'r+b') as handle:
+        handle.seek(os.path.getsize(path) // 2)
+        handle.write(b'\0garbage\0')
+    backups = site.backups()
+    _refused(site, ROLLBACK, ['verify the target slot', 'not changed'], restore_db=True)
+    assert site.backups() == backups        # not even a safety snapshot was taken
