@@ -23,6 +23,8 @@ SUBSYSTEMS = (
     'pgbackrest',
     'env_store',
     'redis_snapshot',
+    'slot_state',
+    'traffic',
 )
 
 
