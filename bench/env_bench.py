@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: the env store's daily backup vs the seed's naive copy, side by side.
 
 Both run as a cron job would, one process per backup:
@@ -87,12 +86,12 @@ def run(label, runs, changing, lines=200):
     ours_t, (ours_files, ours_bytes) = results['ours']
     naive_t, (naive_files, naive_bytes) = results['naive']
     print('%s (%d backups of a %d-line .env)' % (label, runs, lines))
-    print('  ours : %7.1f ms/backup  %4d .env files  %9d bytes' % (ours_t * 1e3, ours_files,
-                                                                 ours_bytes))
+    print('  ours : %7.1f ms/backup  %4d .env files  %9d bytes'
+          % (ours_t * 1e3, ours_files, ours_bytes))
     print('  ours, in-process (as the Ansible module runs it): %.1f ms/backup'
           % (results['library'][0] * 1e3))
-    print('  naive: %7.1f ms/backup  %4d .env files  %9d bytes' % (naive_t * 1e3, naive_files,
-                                                                 naive_bytes))
+    print('  naive: %7.1f ms/backup  %4d .env files  %9d bytes'
+          % (naive_t * 1e3, naive_files, naive_bytes))
     print('  time ratio ours/naive: %.2f   storage ratio ours/naive: %.3f'
           % (ours_t / naive_t, ours_bytes / float(naive_bytes)))
     print('  ours keeps one version per distinct content (+ master.env, current.env, log);'
