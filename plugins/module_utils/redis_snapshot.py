@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics, naming
@@ -370,15 +371,34 @@ def snapshot_rdb(client, layout, backup_dir, stamp, timeout=DEFAULT_TIMEOUT):
                           'another filesystem view' % (source_path, exc), param='data_dir')
     with source:
         # The open descriptor pins this inode even if a newer save renames over the file.
-        with durable.atomic_path(final) as temp:
-            sha, size = _copy_open_file(source, temp)
-            keys, expires = check_rdb(temp)
+        # redis-check-rdb reads that same inode (through /proc) while we copy it, so the
+        # check costs no extra wall time; the sha256 is of the bytes written to the copy.
+        checked = {}
+        pinned = '/proc/%d/fd/%d' % (os.getpid(), source.fileno())
+        checker = threading.Thread(target=_check_into, args=(pinned, checked))
+        checker.start()
+        try:
+            with durable.atomic_path(final) as temp:
+                sha, size = _copy_open_file(source, temp)
+                checker.join()
+                if 'error' in checked:
+                    raise checked['error']
+                keys, expires = checked['result']
+        finally:
+            checker.join()
     return dict(file=os.path.basename(final), kind='rdb', time=stamp, sha256=sha,
                 size_bytes=size, keys=keys, expires=expires, status='ok',
                 lastsave=int(info['rdb_last_save_time']), requested=requested,
                 bgsave_seconds=round(bgsave_seconds, 3),
                 duration_seconds=round(time.monotonic() - began, 3),
                 redis_version=layout.get('redis_version'))
+
+
+def _check_into(path, box):
+    try:
+        box['result'] = check_rdb(path)
+    except BackupError as exc:
+        box['error'] = exc
 
 
 def read_aof_manifest(path):
@@ -428,7 +448,7 @@ def snapshot_aof(client, layout, backup_dir, stamp, timeout=DEFAULT_TIMEOUT, ver
                                 appendfilename=layout['appendfilename']) as scratch:
                 keys = count_keys(scratch)
             # the scratch server may have created an empty INCR file; keep the set as copied
-            _, names_now = read_aof_manifest(os.path.join(staging, manifest_name))
+            names_now = read_aof_manifest(os.path.join(staging, manifest_name))[1]
             for extra in set(os.listdir(staging)) - set(names_now) - {manifest_name}:
                 os.unlink(os.path.join(staging, extra))
             names = names_now
@@ -466,7 +486,7 @@ def _copy_aof_set(aof_dir, manifest_name, staging, attempts=5):
         except FileNotFoundError:
             _clear(staging)
             continue  # a rewrite removed a file of the old set: start over
-        again, _ = read_aof_manifest(manifest_path)
+        again = read_aof_manifest(manifest_path)[0]
         if again == data:
             with open(os.path.join(staging, manifest_name), 'wb') as handle:
                 handle.write(data)
@@ -888,8 +908,8 @@ def _swap_in(client, conn, control, layout, backup_dir, entry, extract):
         low = None if expected is None else expected - int(entry.get('expires') or 0)
         if expected is not None and not low <= keys <= expected:
             raise BackupError('after restoring %s Redis holds %d keys, the manifest expects %s: '
-                              'the previous data files were put back' % (entry['file'], keys,
-                                                                        expected))
+                              'the previous data files were put back'
+                              % (entry['file'], keys, expected))
         return dict(keys=keys, expected_keys=expected, aside_dir=aside,
                     loaded_from='aof' if layout['appendonly'] else 'rdb')
     except BaseException as exc:
@@ -1153,8 +1173,11 @@ def register_cli(subparsers):
     lst = subparsers.add_parser('redis-list', help='list Redis snapshots (newest first)')
     lst.add_argument('--backup-dir', default=DEFAULT_BACKUP_DIR)
     lst.add_argument('--verify', action='store_true', help='check each sha256')
-    lst.set_defaults(handler=lambda args: dict(snapshots=list_snapshots(args.backup_dir,
-                                                                         args.verify)))
+    lst.set_defaults(handler=_cli_list)
+
+
+def _cli_list(args):
+    return dict(snapshots=list_snapshots(args.backup_dir, args.verify))
 
 
 def _cli_snapshot(args):

@@ -18,18 +18,20 @@ description:
     C(appendfilename)) are not set; they are returned in RV(restart_required) so the caller
     restarts the instance only when that list is not empty.
   - Values are compared the way Redis reports them, so V(64mb) equals C(67108864), V(true)
-    equals C(yes), and an empty O(settings.save) list means C(save "") (RDB save points off).
+    equals C(yes), and an empty C(save) list means C(save "") (RDB save points off).
   - This module does not rewrite the configuration file (no C(CONFIG REWRITE)); template the
     file with the role M(codeb.backup.redis_backup) and use this module to apply it live.
 author:
-  - codeb.backup contributors
+  - codeb.backup contributors (@codeb)
 requirements:
   - Python C(redis) client on the managed host (Debian C(python3-redis)).
 attributes:
   check_mode:
+    description: Can run in check mode and predict what would change without changing anything.
     support: full
     details: Reads the live values and reports what would be set; sets nothing.
   diff_mode:
+    description: Shows what changed (or would change) in diff mode.
     support: full
     details: Shows live values before and after for the managed settings.
 options:
@@ -141,9 +143,9 @@ def main():
     )
     if not core.HAS_REDIS:
         module.fail_json(msg=missing_required_lib('redis (Debian: python3-redis)'))
-    conn = dict((k, module.params[k]) for k in ('login_host', 'login_port', 'login_user',
-                                                 'login_password', 'login_unix_socket', 'tls',
-                                                 'validate_certs', 'ca_certs'))
+    keys = ('login_host', 'login_port', 'login_user', 'login_password', 'login_unix_socket',
+            'tls', 'validate_certs', 'ca_certs')
+    conn = dict((k, module.params[k]) for k in keys)
     try:
         result = core.apply_settings(conn, module.params['settings'], module.check_mode)
     except BackupError as exc:

@@ -39,7 +39,7 @@ description:
     C(redis_rdb), C(redis_aof), C(redis_restore)).
   - The same code runs from cron as C(codeb-backup redis-snapshot) on the host.
 author:
-  - codeb.backup contributors
+  - codeb.backup contributors (@codeb)
 requirements:
   - Python C(redis) client on the managed host (Debian C(python3-redis)).
   - C(redis-check-rdb), C(redis-check-aof) and, for O(verify_load), C(redis-server) on the
@@ -47,17 +47,19 @@ requirements:
   - Run it on the Redis host itself, as a user that can read the Redis data directory.
 attributes:
   check_mode:
+    description: Can run in check mode and predict what would change without changing anything.
     support: full
     details: Connects and reads only; predicts the files a snapshot would write, or checks the
       snapshot a restore would use (sha256). Nothing is written, not even metrics.
   diff_mode:
+    description: Shows what changed (or would change) in diff mode.
     support: none
 options:
   state:
     description:
       - V(present) takes a new snapshot (RDB and/or AOF per O(formats)), then applies retention.
       - V(restored) restores O(snapshot) into the running instance.
-      - V(imported) stores a shipped snapshot O(src) on this host, verifying O(entry.sha256).
+      - V(imported) stores a shipped snapshot O(src) on this host, verifying the C(sha256) in O(entry).
     type: str
     choices: [present, restored, imported]
     default: present
@@ -291,7 +293,7 @@ file:
   returned: state=imported
   type: str
 sha256:
-  description: sha256 of the imported snapshot, verified against O(entry.sha256).
+  description: sha256 of the imported snapshot, verified against the C(sha256) in O(entry).
   returned: state=imported
   type: str
 size_bytes:

@@ -16,12 +16,14 @@ description:
   - With O(verify=true) each file's sha256 is recomputed and compared with the manifest.
   - Read-only; never changes anything.
 author:
-  - codeb.backup contributors
+  - codeb.backup contributors (@codeb)
 attributes:
   check_mode:
+    description: Can run in check mode and predict what would change without changing anything.
     support: full
     details: Read-only, so check mode behaves exactly like a normal run.
   diff_mode:
+    description: Shows what changed (or would change) in diff mode.
     support: none
 options:
   backup_dir:
@@ -33,7 +35,7 @@ options:
     type: str
     choices: [rdb, aof]
   verify:
-    description: Recompute every sha256 and report it in RV(snapshots[].verified).
+    description: Recompute every sha256 and report it in C(verified) of each entry of RV(snapshots).
     type: bool
     default: false
 seealso:

@@ -123,6 +123,7 @@ def test_backup_play_ships_through_control_node_and_restore_playbook(tmp_path, t
         hostvars = {'redis_backup_login_port': server.port, 'redis_backup_dir': str(store),
                     'redis_backup_ship_dir': str(vault),
                     'redis_backup_metrics_dir': str(tmp_path / 'metrics'),
+                    'redis_backup_backup_host_packages': [],  # apt needs the system python
                     'codeb_pg_databases': []}
         inventory = _inventory(tmp_path, hostvars)
         backup_yml = os.path.join(ROOT, 'playbooks', 'backup.yml')

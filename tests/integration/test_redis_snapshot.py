@@ -92,8 +92,7 @@ class Writer(threading.Thread):
         self.join(10)
 
 
-def test_snapshot_under_writes_restores_every_key_acknowledged_before_the_save(restorable,
-                                                                                tmp_path):
+def test_snapshot_under_writes_restores_every_key_acked_before_the_save(restorable, tmp_path):
     source = restorable(appendonly=True)
     writer = Writer(source)
     writer.start()
@@ -131,8 +130,8 @@ def test_slow_save_waits_for_the_fresh_file_while_seed_copies_the_old_one(restor
     client.config_set('rdb-key-save-delay', 2000)  # 3001 keys x 2 ms = about 6 s per save
 
     box = {}
-    ours = threading.Thread(target=lambda: box.update(r=_snap(server, tmp_path / 'b',
-                                                                formats=['rdb'])))
+    ours = threading.Thread(
+        target=lambda: box.update(r=_snap(server, tmp_path / 'b', formats=['rdb'])))
     began = time.monotonic()
     ours.start()
     while not int(client.info('persistence')['rdb_bgsave_in_progress']):
@@ -361,7 +360,7 @@ def test_retention_keeps_keep_min_and_latest_aof(redis_server, tmp_path):
     backup = str(tmp_path / 'b')
     conn = dict(login_port=redis_server.port)
     redis_server.client().set('r', 1)
-    for _ in range(3):
+    for _round in range(3):
         core.take_snapshot(conn, backup_dir=backup, metrics_dir='', prune_old=False)
     # make every snapshot look 2 days old
     with Manifest(backup).update() as entries:
@@ -439,8 +438,8 @@ def test_module_check_mode_writes_nothing_then_real_run(redis_server, tmp_path):
     done = run_module('codeb.backup.redis_snapshot', args)
     assert done['changed'] is True and len(done['files']) == 2, done
     assert done['size_bytes'] > 0 and done['duration_seconds'] >= 0
-    info = run_module('codeb.backup.redis_snapshot_info', {'backup_dir': str(backup),
-                                                          'verify': True}, check=True)
+    info = run_module('codeb.backup.redis_snapshot_info',
+                      {'backup_dir': str(backup), 'verify': True}, check=True)
     assert info['changed'] is False and info['damaged'] == []
     assert info['current']['rdb'] == [s['file'] for s in info['snapshots'] if s['kind'] == 'rdb'][0]
 
