@@ -37,7 +37,7 @@ description:
     per-project lock. Which slot is current is read from the file's C(activeSlot), never from
     file times.
 author:
-  - codeb.backup contributors
+  - codeb.backup contributors (@codeb)
 options:
   project:
     description:
@@ -138,8 +138,10 @@ seealso:
   - module: codeb.backup.pg_snapshot
 attributes:
   check_mode:
+    description: Can run in check mode and predict what would change without changing anything.
     support: full
   diff_mode:
+    description: Shows what changed (or would change) in diff mode.
     support: full
 '''
 

@@ -25,7 +25,7 @@ description:
   - The active slot is read from the include's content, never from file times. This module
     does not change the slot state file; see M(codeb.backup.slot_rollback).
 author:
-  - codeb.backup contributors
+  - codeb.backup contributors (@codeb)
 options:
   project:
     description:
@@ -86,8 +86,10 @@ seealso:
   - module: codeb.backup.slot_rollback
 attributes:
   check_mode:
+    description: Can run in check mode and predict what would change without changing anything.
     support: full
   diff_mode:
+    description: Shows what changed (or would change) in diff mode.
     support: full
 '''
 

@@ -187,9 +187,8 @@ def test_traversal_project_names_refused(tmp_path, project):
                                           ('redis_snapshot', 'a/b'), ('env_backup', '.hidden'),
                                           ('deployed_by', 'x' * 200), ('team_id', 'bad\nline')])
 def test_bad_deploy_fields_refused(tmp_path, field, value):
-    kwargs = {'version': 'v1'}
-    kwargs[field] = value
-    version = kwargs.pop('version')
+    version = value if field == 'version' else 'v1'
+    kwargs = {} if field == 'version' else {field: value}
     with pytest.raises(BackupError) as info:
         slot_state.record_deploy(str(tmp_path), 'worb', version, **kwargs)
     assert info.value.param == field
