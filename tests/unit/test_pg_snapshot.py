@@ -223,3 +223,14 @@ def test_unknown_state_is_refused(tmp_path):
     with pytest.raises(BackupError) as caught:
         core.run_state(_params(tmp_path, state='gone'))
     assert caught.value.param == 'state'
+
+
+def test_cli_list_through_the_host_command_parser(tmp_path, capsys):
+    made = _seed(tmp_path, 'worb', [2, 1])
+    assert cli.main(['pg-snapshot-list', '--backup-dir', str(tmp_path), '--database', 'worb']) == 0
+    import json
+    out = json.loads(capsys.readouterr().out)
+    assert [s['file'] for s in out['snapshots']] == list(reversed(made))
+    assert out['size_bytes'] == 20 and out['changed'] is False
+    assert cli.main(['pg-snapshot-list', '--backup-dir', str(tmp_path), '--database', '../x']) == 1
+    assert json.loads(capsys.readouterr().out)['param'] == 'database'
