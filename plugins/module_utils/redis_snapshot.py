@@ -750,6 +750,8 @@ class Control(object):
                 if not int(_info(client).get('loading', 1)):
                     return client
             except BackupError as exc:
+                if exc.param == 'login_password':
+                    raise  # up but refusing our credentials: waiting will not help
                 last = exc.msg
             except redis.exceptions.BusyLoadingError:
                 pass
@@ -775,8 +777,8 @@ def _alive(conn, pid):
     try:
         connect(dict(conn, connect_timeout=1)).ping()
         return True
-    except BackupError:
-        return False
+    except BackupError as exc:
+        return exc.param == 'login_password'  # it answered, just not to us
 
 
 def _pid_running(pid):

@@ -518,3 +518,32 @@ def test_manifest_sha_matches_every_file(redis_server, tmp_path):
         with open(os.path.join(backup, name), 'rb') as handle:
             assert hashlib.sha256(handle.read()).hexdigest() == entry['sha256']
         assert oct(os.stat(os.path.join(backup, name)).st_mode & 0o777) == '0o600'
+
+
+def test_unix_socket_and_acl_user_through_the_cli(restorable, tmp_path):
+    sock = os.path.join(str(tmp_path), 'r.sock')
+    # a dedicated ACL user for backups (in the config, so it survives the restore's restart)
+    server = restorable(appendonly=True, extra_config={
+        'unixsocket': sock, 'unixsocketperm': '700', 'user': 'backup on >acl-pw ~* &* +@all'})
+    admin = server.client()
+    admin.mset({'s%d' % i: i for i in range(120)})
+    env = {'REDISCLI_AUTH': 'acl-pw'}
+    common = ['--socket', sock, '--user', 'backup', '--backup-dir', str(tmp_path / 'b'),
+              '--metrics-dir', str(tmp_path / 'm')]
+    proc = _cli('redis-snapshot', *common, env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert {s['kind'] for s in json.loads(out)['snapshots']} == {'rdb', 'aof'}
+
+    wrong = _cli('redis-snapshot', *common, env={'REDISCLI_AUTH': 'nope'})
+    out, err = wrong.communicate(timeout=60)
+    assert wrong.returncode == 1 and json.loads(out)['param'] == 'login_password'
+
+    admin.flushall()
+    restore = _cli('redis-restore', *common, '--snapshot', 'latest', '--format', 'aof',
+                   '--start-command', ' '.join(server.start_command), env=env)
+    out, err = restore.communicate(timeout=120)
+    assert restore.returncode == 0, err
+    assert json.loads(out)['keys'] == 120
+    import redis as redis_client
+    assert redis_client.Redis(unix_socket_path=sock).dbsize() == 120
