@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Redis snapshot: ours (codeb.backup redis_snapshot) against the seed's hourly script
 ``redis-cli BGSAVE; sleep 5; cp dump.rdb ...``, side by side on one throwaway redis-server.
 
