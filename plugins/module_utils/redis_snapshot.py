@@ -620,6 +620,11 @@ def take_snapshot(conn, backup_dir=DEFAULT_BACKUP_DIR, instance=DEFAULT_INSTANCE
         for kind in formats:
             if kind == 'aof' and not layout['appendonly']:
                 skipped['aof'] = 'appendonly is no on this instance'
+                if metrics_dir:
+                    # no AOF job here (RedisAOFDisabled covers that): drop a stale failure
+                    # an earlier unreachable run recorded, so BackupFailed does not fire on it
+                    durable.discard(metrics.metrics_path(metrics_dir, METRIC_KIND['aof'],
+                                                         instance))
                 continue
             kind_began = time.monotonic()
             try:

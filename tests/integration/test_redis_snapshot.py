@@ -547,3 +547,22 @@ def test_unix_socket_and_acl_user_through_the_cli(restorable, tmp_path):
     assert json.loads(out)['keys'] == 120
     import redis as redis_client
     assert redis_client.Redis(unix_socket_path=sock).dbsize() == 120
+
+
+def test_unreachable_run_marks_failure_and_aof_off_clears_the_aof_job(redis_factory, tmp_path):
+    metrics_dir = tmp_path / 'm'
+    with pytest.raises(BackupError) as info:
+        core.take_snapshot(dict(login_port=free_port()), backup_dir=str(tmp_path / 'b'),
+                           metrics_dir=str(metrics_dir))
+    assert info.value.param == 'login_host' and not (tmp_path / 'b').exists()
+    rdb_prom = metrics_dir / 'codeb_backup_redis_rdb_redis.prom'
+    aof_prom = metrics_dir / 'codeb_backup_redis_aof_redis.prom'
+    assert 'codeb_backup_last_status{kind="redis_rdb",target="redis"} 0' in rdb_prom.read_text()
+    assert 'last_success_timestamp' not in rdb_prom.read_text()
+    assert aof_prom.exists()
+    server = redis_factory(appendonly=False)
+    result = core.take_snapshot(dict(login_port=server.port), backup_dir=str(tmp_path / 'b'),
+                                metrics_dir=str(metrics_dir))
+    assert result['skipped'] == {'aof': 'appendonly is no on this instance'}
+    assert 'codeb_backup_last_status{kind="redis_rdb",target="redis"} 1' in rdb_prom.read_text()
+    assert not aof_prom.exists()
