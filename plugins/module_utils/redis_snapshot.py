@@ -840,9 +840,16 @@ def verify_artifact(backup_dir, entry, work_dir=None):
     return extract
 
 
-def predict_restore(conn, backup_dir, snapshot='latest', snapshot_format=None, **_ignored):
-    """Check mode: find and verify (sha256 only, read-only) the snapshot; change nothing."""
+def predict_restore(conn, backup_dir, snapshot='latest', snapshot_format=None, instance=DEFAULT_INSTANCE,
+                    service_name=None, stop_command=None, start_command=None, data_dir=None,
+                    timeout=DEFAULT_TIMEOUT):
+    """Check mode: validate as a real run would, find the snapshot and verify its sha256
+    (read-only), check Redis answers; change nothing."""
+    _validate_common(backup_dir, instance, timeout=timeout)
+    Control(service_name, stop_command, start_command, timeout)
     entry = resolve_snapshot(backup_dir, snapshot, snapshot_format)
+    if not data_dir:
+        connect(conn)
     path = os.path.join(backup_dir, entry['file'])
     if not os.path.isfile(path) or durable.sha256_file(path) != entry['sha256']:
         raise BackupError('snapshot %s is missing or fails its checksum; refusing' % path,

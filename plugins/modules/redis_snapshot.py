@@ -331,8 +331,11 @@ def run(params, check_mode):
             lock_timeout=params['lock_timeout'], **common)
     if state == 'restored':
         if check_mode:
-            return core.predict_restore(conn, params['backup_dir'], params['snapshot'],
-                                        params['snapshot_format'])
+            return core.predict_restore(
+                conn, params['backup_dir'], params['snapshot'], params['snapshot_format'],
+                instance=params['instance'], service_name=params['service_name'],
+                stop_command=params['stop_command'], start_command=params['start_command'],
+                data_dir=params['data_dir'], timeout=params['timeout'])
         return core.restore_snapshot(
             conn, backup_dir=params['backup_dir'], snapshot=params['snapshot'],
             snapshot_format=params['snapshot_format'], instance=params['instance'],

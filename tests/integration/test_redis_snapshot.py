@@ -455,6 +455,10 @@ def test_module_restore_check_mode_and_real(restorable, tmp_path):
     predicted = run_module('codeb.backup.redis_snapshot', restore, check=True)
     assert predicted['changed'] is True and predicted['expected_keys'] == 50, predicted
     assert server.client().dbsize() == 0, 'check mode must not restore'
+    no_start = dict(restore)
+    del no_start['start_command']
+    refused = run_module('codeb.backup.redis_snapshot', no_start, check=True)
+    assert refused['failed'] is True and refused['param'] == 'start_command', refused
     done = run_module('codeb.backup.redis_snapshot', restore)
     assert done['keys'] == 50 and server.client().dbsize() == 50, done
     assert 'pw-xyz' not in json.dumps(done)
