@@ -48,6 +48,7 @@ test: deps venv
 	$(PY) -m pytest -q tests/unit tests/integration $(PYTEST_ARGS)
 	scripts/sanity.sh
 	$(MAKE) lint
+	$(MAKE) molecule
 
 clean:
 	rm -rf $(VENV) tests/output .pytest_cache
