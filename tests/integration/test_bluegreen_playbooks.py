@@ -39,6 +39,7 @@ MIGRATIONS = {
           "INSERT INTO items VALUES (1, 'one'), (2, 'two')",
     'v2': "ALTER TABLE items ADD COLUMN price int DEFAULT 5; "
           "UPDATE items SET name = upper(name); INSERT INTO items VALUES (3, 'THREE', 7)",
+    'vbad': "UPDATE items SET nosuchcolumn = 1",
 }
 
 
@@ -250,6 +251,12 @@ def test_refusals_change_nothing(site):
     _refused(site, ROLLBACK, ['restore_redis and restore_env are not available'],
              restore_redis=True)
     _refused(site, ROLLBACK, ['restore_db must be true or false', '"maybe"'], restore_db='maybe')
+    # a deploy whose migration fails: no switch, and the message names the step and the
+    # snapshot taken before it
+    _refused(site, DEPLOY, ['Run the release migration', 'nosuchcolumn',
+                            'Traffic and slot state were not changed',
+                            'The database snapshot taken before the deploy is %s-' % site.project],
+             version='vbad')
 
     # a broken nginx configuration: no switch, a clear error (rollback and deploy)
     broken = os.path.join(site.nginx.conf_d, 'zz-broken.conf')
