@@ -159,6 +159,10 @@ def main():
               flush=True)
         assert res['tables'] == snap['tables'], 'restored row counts differ'
         print('     restore steps: %s' % json.dumps(res['timings'], sort_keys=True), flush=True)
+        t_ours_r1, res1 = timed(lambda: core.restore(dict(params, target_database='r_ours1',
+                                                          jobs=1)))
+        print('ours restore (jobs=1, streamed from zstd)  %7.1f s  steps: %s'
+              % (t_ours_r1, json.dumps(res1['timings'], sort_keys=True)), flush=True)
 
         summary = {
             'database_bytes': db_size,
@@ -168,7 +172,8 @@ def main():
             'restore_speedup_vs_seed': round(t_seed_r / t_ours_r, 2),
             'times_seconds': {k: round(v[0], 1) for k, v in results.items()},
             'sizes_bytes': {k: v[1] for k, v in results.items()},
-            'restore_seconds': {'seed': round(t_seed_r, 1), 'ours': round(t_ours_r, 1)},
+            'restore_seconds': {'seed': round(t_seed_r, 1), 'ours': round(t_ours_r, 1),
+                                'ours_jobs_1': round(t_ours_r1, 1)},
         }
         print()
         print('snapshot: %.2fx faster than the seed, %.3fx its size, %.2fx the raw -Z0 time'
