@@ -43,6 +43,7 @@ lint: venv
 
 molecule: deps venv
 	scripts/molecule.sh
+	scripts/molecule.sh test -s env_backup
 
 test: deps venv
 	$(PY) -m pytest -q tests/unit tests/integration $(PYTEST_ARGS)
