@@ -763,8 +763,11 @@ def _restore_into(conn, p, path, method, database):
         if method == 'zstd' and jobs > 1 or conn.os_user and os.geteuid() == 0 and jobs > 1:
             # pg_restore -j needs a seekable file it can open: decompress (or copy) next to
             # the snapshot, readable only by the restoring user.
-            scratch = tempfile.mkdtemp(prefix=durable.TEMP_PREFIX + 'restore-',
-                                       dir=p['backup_dir'])
+            # Named after the snapshot, so a killed restore's leftover is removed as a stale
+            # temporary of that database by the next run holding its lock.
+            scratch = tempfile.mkdtemp(
+                prefix='%s%s.restore-' % (durable.TEMP_PREFIX, os.path.basename(path)),
+                dir=p['backup_dir'])
             plain = os.path.join(scratch, 'archive.dump')
             with open(plain, 'wb') as out:
                 source = ['zstd', '-q', '-dc', path] if method == 'zstd' else ['cat', path]
@@ -874,6 +877,7 @@ class _nullcontext(object):
 def _restore_locked(conn, p, entry, path, method, exists):
     db, target, maint = p['database'], p['target_database'], p['maintenance_db']
     timings = {}
+    _remove_stale(p['backup_dir'], db)  # e.g. the scratch copy of a killed restore
     leftovers = _drop_leftovers(conn, p, target)
     suffix = os.urandom(3).hex()
     temp_db = _helper_prefix('rst', target) + suffix

@@ -234,3 +234,11 @@ def test_cli_list_through_the_host_command_parser(tmp_path, capsys):
     assert out['size_bytes'] == 20 and out['changed'] is False
     assert cli.main(['pg-snapshot-list', '--backup-dir', str(tmp_path), '--database', '../x']) == 1
     assert json.loads(capsys.readouterr().out)['param'] == 'database'
+
+
+def test_a_killed_restores_scratch_copy_counts_as_a_stale_temp(tmp_path):
+    scratch = tmp_path / '.tmp-worb-2026-01-01T00:00:00.dump.zst.restore-ab12cd'
+    scratch.mkdir()
+    (scratch / 'archive.dump').write_bytes(b'x')
+    assert core._remove_stale(str(tmp_path), 'worb') == [scratch.name]
+    assert not scratch.exists()
