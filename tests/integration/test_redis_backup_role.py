@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import sys
+import time
 
 import yaml
 
@@ -15,6 +16,18 @@ from ansible_collections.codeb.backup.plugins.module_utils import durable
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
 from helpers.ansible_runner import ROOT, run_playbook
 from helpers.servers import RedisServer
+
+
+def settle(server):
+    """Wait for the AOF rewrite that turning appendonly on live starts (Redis refuses to
+    shut down while it writes the initial AOF)."""
+    client = server.client()
+    for _attempt in range(600):
+        info = client.info('persistence')
+        if not int(info['aof_rewrite_in_progress']) and not int(info['aof_rewrite_scheduled']):
+            return
+        time.sleep(0.05)
+    raise AssertionError('the AOF rewrite did not finish')
 
 
 def _role_vars(server, tmp_path, **extra):
@@ -72,6 +85,7 @@ def test_role_templates_applies_live_installs_cron_and_is_idempotent(redis_facto
     assert out['stats']['localhost']['changed'] == 0, 'second run must report changed=0'
 
     # Redis started from the edited files gets the same settings (include + commented lines)
+    settle(server)
     server.stop()
     server.start()
     after = server.client().config_get('*')

@@ -56,6 +56,18 @@ def restorable(tmp_path_factory):
             pass
 
 
+def settle(server):
+    """Wait for the AOF rewrite that turning appendonly on live starts: Redis refuses to
+    shut down while it writes the initial AOF, which would stall the fixture's stop."""
+    client = server.client()
+    for _attempt in range(600):
+        info = client.info('persistence')
+        if not int(info['aof_rewrite_in_progress']) and not int(info['aof_rewrite_scheduled']):
+            return
+        time.sleep(0.05)
+    raise AssertionError('the AOF rewrite did not finish')
+
+
 def _sha(path):
     return durable.sha256_file(path)
 
@@ -421,6 +433,7 @@ def test_apply_settings_live_and_idempotent(redis_factory):
     assert emptied['applied'] == ['save'] and server.client().config_get('save')['save'] == ''
     moved = core.apply_settings(conn, {'dir': '/nonexistent'})
     assert moved['restart_required'] == ['dir'] and moved['applied'] == []
+    settle(server)
 
 
 # --------------------------------------------------------------------------- the modules
@@ -513,6 +526,7 @@ def test_persistence_module_diff_and_idempotence(redis_factory):
     bad = run_module('codeb.backup.redis_persistence', {'login_port': server.port,
                                                         'settings': {'maxmemory': '1gb'}})
     assert bad['failed'] is True and bad['param'] == 'settings'
+    settle(server)
 
 
 def test_manifest_sha_matches_every_file(redis_server, tmp_path):
@@ -570,3 +584,16 @@ def test_unreachable_run_marks_failure_and_aof_off_clears_the_aof_job(redis_fact
     assert result['skipped'] == {'aof': 'appendonly is no on this instance'}
     assert 'codeb_backup_last_status{kind="redis_rdb",target="redis"} 1' in rdb_prom.read_text()
     assert not aof_prom.exists()
+
+
+def test_aof_rewrite_setting_is_put_back_when_the_copy_fails(redis_factory, tmp_path):
+    server = redis_factory(appendonly=True, extra_config={'auto-aof-rewrite-percentage': '77'})
+    empty = tmp_path / 'not-the-data-dir'
+    empty.mkdir()
+    with pytest.raises(BackupError) as info:
+        core.take_snapshot(dict(login_port=server.port), backup_dir=str(tmp_path / 'b'),
+                           formats=['aof'], data_dir=str(empty), metrics_dir='')
+    assert 'AOF manifest' in info.value.msg
+    live = server.client().config_get('auto-aof-rewrite-percentage')
+    assert live['auto-aof-rewrite-percentage'] == '77'
+    assert not [n for n in os.listdir(tmp_path / 'b') if not n.startswith('.')]
