@@ -479,3 +479,23 @@ def test_cli_unknown_version_exits_nonzero_with_the_list(tmp_path):
     assert json.loads(out)['param'] == 'version'
     assert b'available: master, current, ' in err
     assert not (tmp_path / '.env').exists()
+
+
+def test_cli_backup_from_stdin_check_and_list(tmp_path):
+    root = tmp_path / 'store'
+    args = ['env', 'backup', '--project', 'worb', '--root', str(root), '--src', '-',
+            '--metrics-dir', '']
+    proc = cli(args + ['--check'])
+    out, err = proc.communicate(A)
+    assert proc.returncode == 0, err
+    assert json.loads(out)['created'] is True and not root.exists()
+    proc = cli(args)
+    out, err = proc.communicate(A)
+    assert proc.returncode == 0, err
+    assert json.loads(out)['trigger'] == 'daily'
+    proc = cli(['env', 'list', '--project', 'worb', '--root', str(root), '--verify'])
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    listing = json.loads(out)
+    assert listing['count'] == 1 and listing['versions'][0]['sha256'] == sha(A)
+    assert b'alpha' not in out and b'pw@db' not in out
