@@ -114,6 +114,11 @@ options:
       - Name of the snapshot of the current database taken just before the rollback restored
         an older one. Recorded as the C(dbSnapshot) of the slot traffic leaves.
     type: str
+  safety_env_backup:
+    description:
+      - Version of the ENV backup of the current C(.env) taken just before the rollback
+        restored an older one. Recorded as the C(envBackup) of the slot traffic leaves.
+    type: str
   expect_generation:
     description:
       - Refuse the rollback if the state's C(generation) is no longer this value (the value a
@@ -234,6 +239,7 @@ _ONLY_FOR = {
     'version': 'deployed', 'slot': 'deployed', 'db_snapshot': 'deployed',
     'redis_snapshot': 'deployed', 'env_backup': 'deployed', 'team_id': 'deployed',
     'to_version': 'rolled_back', 'safety_db_snapshot': 'rolled_back',
+    'safety_env_backup': 'rolled_back',
     'expect_generation': 'rolled_back',
 }
 
@@ -256,6 +262,7 @@ def main():
             restore_redis=dict(type='bool', default=False),
             restore_env=dict(type='bool', default=False),
             safety_db_snapshot=dict(type='str'),
+            safety_env_backup=dict(type='str'),
             expect_generation=dict(type='int'),
             lock_timeout=dict(type='float', default=60.0),
             metrics_dir=dict(type='path', default='/var/lib/prometheus/node-exporter'),
@@ -281,7 +288,8 @@ def main():
                 p['state_dir'], p['project'], to_version=p['to_version'], require=require,
                 rolled_back_by=p['deployed_by'], safety_db_snapshot=p['safety_db_snapshot'] or None,
                 expect_generation=p['expect_generation'], check_mode=module.check_mode,
-                lock_timeout=p['lock_timeout'], metrics_dir=p['metrics_dir'])
+                lock_timeout=p['lock_timeout'], metrics_dir=p['metrics_dir'],
+                safety_env_backup=p['safety_env_backup'] or None)
         else:
             result = slot_state.query(p['state_dir'], p['project'])
     except BackupError as exc:

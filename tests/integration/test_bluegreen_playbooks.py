@@ -32,6 +32,9 @@ HOOK = [
                                           '-U', 'postgres', '-d', '{{ test_database }}',
                                           '-c', '{{ test_migrations[deploy_version] }}']},
      'when': 'deploy_version in test_migrations', 'changed_when': True},
+    {'name': 'Write the release ENV file',
+     'ansible.builtin.copy': {'content': 'MODE={{ deploy_version }}\n', 'dest': '{{ test_env_file }}',
+                              'mode': '0600'}},
 ]
 
 MIGRATIONS = {
@@ -56,6 +59,9 @@ class Site(object):
             app.deploy('empty-%s' % slot)
         self.nginx = Nginx(os.path.join(self.base, 'nginx'))
         self.port = free_port()
+        self.env_file = os.path.join(self.base, 'app.env')
+        with open(self.env_file, 'w') as handle:
+            handle.write('MODE=initial\n')
         self.hook = os.path.join(self.base, 'hook.yml')
         with open(self.hook, 'w') as handle:
             yaml.safe_dump(HOOK, handle)
@@ -67,7 +73,7 @@ class Site(object):
             'bluegreen_projects': [{'name': project, 'listen': '127.0.0.1:%d' % self.port,
                                     'blue': ['127.0.0.1:%d' % self.apps['blue'].port],
                                     'green': ['127.0.0.1:%d' % self.apps['green'].port],
-                                    'database': self.database}],
+                                    'database': self.database, 'env_file': self.env_file}],
             'bluegreen_install_nginx': False,
             'bluegreen_manage_service': False,
             'bluegreen_nginx_binary': '/usr/sbin/nginx',
@@ -84,6 +90,7 @@ class Site(object):
             'bluegreen_db_login_port': pg_cluster.port,
             'bluegreen_db_os_user': '',
             'bluegreen_metrics_dir': os.path.join(self.base, 'metrics'),
+            'bluegreen_env_root': os.path.join(self.base, 'env-backup'),
             'bluegreen_deploy_hook': self.hook,
             # host_cli has its own test; copying the core takes most of a role run here
             'bluegreen_install_host_cli': False,
@@ -93,6 +100,7 @@ class Site(object):
             'test_pg_port': pg_cluster.port,
             'test_database': self.database,
             'test_migrations': MIGRATIONS,
+            'test_env_file': self.env_file,
         }
 
     def start(self, check_idempotent=False):
@@ -131,6 +139,10 @@ class Site(object):
     def state(self):
         with open(os.path.join(self.vars['bluegreen_state_dir'], '%s.json' % self.project)) as fh:
             return json.load(fh)
+
+    def env(self):
+        with open(self.env_file) as handle:
+            return handle.read()
 
     def rows(self):
         return self.pg.psql('SELECT * FROM items ORDER BY id', database=self.database)
@@ -185,10 +197,12 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
     site.pg.psql("INSERT INTO items VALUES (4, 'FOUR', 9)", database=site.database)
     v2_rows = site.rows()
 
-    rc, out, err = site.play(ROLLBACK, restore_db=True, deployed_by='oncall')
+    assert site.env() == 'MODE=v2\n'
+    rc, out, err = site.play(ROLLBACK, restore_db=True, restore_env=True, deployed_by='oncall')
     assert rc == 0, _failure(out, err)
     assert http_get(site.port) == 'v1'
     assert site.rows() == v1_rows           # the database equals v1's snapshot
+    assert site.env() == 'MODE=v1\n'        # and the .env is the one v1 ran with
     state = site.state()
     assert state['activeSlot'] == 'blue' and state['green']['state'] == 'rolled_back'
     safety = state['green']['dbSnapshot']
@@ -196,10 +210,12 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
     assert state['history'][-1]['by'] == 'oncall'
 
     # a second rollback returns to v2, with v2's data from the safety snapshot
-    rc, out, err = site.play(ROLLBACK, restore_db=True)
+    rc, out, err = site.play(ROLLBACK, restore_db=True, restore_env=True)
     assert rc == 0, _failure(out, err)
     assert http_get(site.port) == 'v2'
     assert site.rows() == v2_rows
+    assert site.env() == 'MODE=v2\n'
+    assert site.state()['history'][-1]['restored'] == ['db', 'env']
     assert site.state()['activeSlot'] == 'green'
     prom = os.path.join(site.vars['bluegreen_metrics_dir'],
                         'codeb_backup_bluegreen_rollback_%s.prom' % site.project)
@@ -213,6 +229,7 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
     assert rc == 0, _failure(out, err)
     assert http_get(site.port) == 'v1'
     assert site.rows() == v2_rows
+    assert site.env() == 'MODE=v2\n'
     assert site.backups() == backups        # no safety snapshot without restore_db
     # with to_version, running it again changes nothing
     state = site.state()
@@ -223,10 +240,10 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
     assert http_get(site.port) == 'v1'
 
 
-def _refused(site, playbook, words, http='v2', **extra):
+def _refused(site, playbook, words, http='v2', check_env=True, **extra):
     """Run ``playbook``; it must fail naming ``words`` and change neither traffic, state
-    nor data."""
-    state, rows = site.state(), site.rows()
+    nor data. (``check_env=False`` where the test's deploy hook itself rewrote the .env.)"""
+    state, rows, env = site.state(), site.rows(), site.env()
     rc, out, err = site.play(playbook, **extra)
     assert rc != 0, 'expected %s %r to be refused' % (os.path.basename(playbook), extra)
     message = _failure(out, err)
@@ -235,6 +252,8 @@ def _refused(site, playbook, words, http='v2', **extra):
     assert http_get(site.port) == http
     assert site.state() == state
     assert site.rows() == rows
+    if check_env:
+        assert site.env() == env
     return message
 
 
@@ -248,8 +267,7 @@ def test_refusals_change_nothing(site):
     _refused(site, ROLLBACK, ['project must be a project name'], project='../../etc')
     _refused(site, ROLLBACK, ['to_version v9 is not in the history'], to_version='v9')
     _refused(site, ROLLBACK, ['to_version', 'not allowed'], to_version='../v1')
-    _refused(site, ROLLBACK, ['restore_redis and restore_env are not available'],
-             restore_redis=True)
+    _refused(site, ROLLBACK, ['restore_redis is not available yet'], restore_redis=True)
     _refused(site, ROLLBACK, ['restore_db must be true or false', '"maybe"'], restore_db='maybe')
     # a deploy whose migration fails: no switch, and the message names the step and the
     # snapshot taken before it
@@ -265,7 +283,7 @@ def test_refusals_change_nothing(site):
     _refused(site, ROLLBACK, ['nginx accepts its configuration', 'bogus_directive',
                               'Traffic and slot state were not changed'], restore_db=True)
     _refused(site, DEPLOY, ['switch traffic', 'nginx -t failed', 'traffic stays on green'],
-             version='v3')
+             version='v3', check_env=False)
     os.unlink(broken)
 
     # a corrupted snapshot: refused before any switch, HTTP still v2

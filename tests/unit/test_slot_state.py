@@ -123,6 +123,19 @@ def test_rollback_and_roll_forward_with_safety_snapshot(tmp_path):
     assert forward['slot_state']['activeSlot'] == 'green'
 
 
+def test_rollback_records_safety_env_backup(tmp_path):
+    _deploy(tmp_path, 'v1')
+    _deploy(tmp_path, 'v2', env_backup='2026-01-07T10:00:00')
+    result = slot_state.record_rollback(str(tmp_path), 'worb', require=['env'], metrics_dir='',
+                                        safety_env_backup='2026-01-07T11:00:00')
+    assert result['rollback']['env_backup'] == '2026-01-07T10:00:00'
+    assert result['slot_state']['green']['envBackup'] == '2026-01-07T11:00:00'
+    with pytest.raises(BackupError) as info:
+        slot_state.record_rollback(str(tmp_path), 'worb', metrics_dir='',
+                                   safety_env_backup='../x')
+    assert info.value.param == 'safety_env_backup'
+
+
 def test_to_version_is_idempotent(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
     _deploy(tmp_path, 'v2', db='s2')
