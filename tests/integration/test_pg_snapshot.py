@@ -440,8 +440,7 @@ def test_role_installs_cron_that_snapshots_idempotently(pg_cluster, tmp_path, sh
 
 
 @pytest.mark.parametrize('jobs', [1, 2])
-def test_restore_failing_midway_leaves_live_db_exactly_as_it_was(pg_cluster, tmp_path, shop,
-                                                                  jobs):
+def test_restore_failing_midway_leaves_live_db_untouched(pg_cluster, tmp_path, shop, jobs):
     """Damage a snapshot *and* its manifest checksum, so the sha256 check passes and the
     failure comes from decompression / pg_restore half-way: the live database must be
     untouched and no temporary database left behind."""

@@ -42,7 +42,7 @@ def test_parse_compression_refuses(value):
 def test_default_compression_is_valid_and_normalised(tmp_path):
     p = core.check_options(_params(tmp_path))
     assert p['compression'] == core.DEFAULT_COMPRESSION
-    assert (p['_method'], p['format'], p['jobs']) == ('zstd', 'custom', 2)
+    assert (p['_method'], p['format'], p['jobs']) == ('zstd', 'custom', 1)
     assert p['target_database'] == 'worb'
 
 
