@@ -90,4 +90,4 @@ if [ -d /opt/codeb/db-backup/redis ]; then
   ls -l /opt/codeb/db-backup/redis
 fi
 echo
-echo "List them any time with: codeb-backup pg-snapshot-list  (or the codeb.backup.pg_snapshot_info module)"
+echo "List them any time with the codeb.backup.pg_snapshot_info module, or on a host set up by playbooks/setup-backup.yml: codeb-backup pg-snapshot-list"
