@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: codeb.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """WAL archiving and PITR restore: our way against the naive way, side by side, one run.
@@ -52,7 +51,7 @@ def archive_run(segments):
     started = time.monotonic()
     backlog = 0
     last = None
-    for _ in range(segments):
+    for _segment in range(segments):
         # ~16 MiB of WAL that does not compress away (md5 text)
         sql("INSERT INTO bench_wal SELECT md5(random()::text) || md5(random()::text) "
             "FROM generate_series(1, 110000)")
@@ -118,7 +117,9 @@ def main():
            "pgbackrest --stanza=codeb --reset-pg1-host --pg1-path=%(d)s --archive-mode=off restore; "
            "touch %(d)s/postgresql.conf %(d)s/pg_hba.conf %(d)s/pg_ident.conf; echo \"local all all trust\" > %(d)s/pg_hba.conf; "
            "$pg_ctl -D %(d)s -l %(d)s/log -w -o \"-h \\\"\\\" -p 5498 -k %(d)s -c hot_standby=off\" start; "
-           "for i in $(seq 3000); do [ \"$(psql -h %(d)s -p 5498 -U postgres -d postgres -Atc \"select pg_is_in_recovery()\" 2>/dev/null)\" = f ] && exit 0; sleep 0.2; done; exit 1'"
+           "for i in $(seq 3000); do "
+           "[ \"$(psql -h %(d)s -p 5498 -U postgres -d postgres -Atc \"select pg_is_in_recovery()\" 2>/dev/null)\" = f ] "
+           "&& exit 0; sleep 0.2; done; exit 1'"
            % {'d': raw_dir})
     started = time.monotonic()
     sh('backup', raw)

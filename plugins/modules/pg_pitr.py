@@ -34,7 +34,7 @@ description:
     it stops nothing, restores nothing and writes no WAL.
   - The host command C(codeb-backup pgbackrest-window) prints the same window from cron or a shell.
 author:
-  - codeb.backup contributors
+  - codeb.backup maintainers (@codeb)
 requirements:
   - pgBackRest configured for O(stanza) (role C(codeb.backup.postgresql_backup))
   - PostgreSQL 15 server binaries
@@ -133,8 +133,11 @@ options:
     default: /var/lib/prometheus/node-exporter
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
+    details: Validates target, stanza and recovery window; stops, restores and flushes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - An in-place recovery discards every transaction after O(target_time) from the live

@@ -88,7 +88,8 @@ def test_failed_backup_records_failure_but_keeps_last_success(archiving_cluster)
     with open(archiving_cluster.config) as src, open(broken, 'w') as dst:
         dst.write(src.read().replace('pg1-port=%d' % archiving_cluster.port, 'pg1-port=%d' % free_port()))
     os.chmod(broken, 0o644)
-    kw = dict(_kw(archiving_cluster), config=broken)
+    kw = _kw(archiving_cluster)
+    kw['config'] = broken
     with pytest.raises(BackupError) as exc:
         pb.backup(STANZA, 'incr', **kw)
     assert 'pgbackrest backup' in exc.value.msg
