@@ -338,19 +338,22 @@ def plan_rollback(state, project, to_version=None, require=()):
 
 
 def apply_rollback(state, plan, rolled_back_by=None, safety_db_snapshot=None,
-                   restored=(), now=None, safety_env_backup=None):
+                   restored=(), now=None, safety_env_backup=None, safety_redis_snapshot=None):
     """Return ``(changed, new_state)`` with the plan's target slot active.
 
     The slot traffic left becomes ``rolled_back``. When a safety snapshot of the database
     was taken just before the restore, it becomes that slot's ``dbSnapshot``: it holds the
     data that release last ran with, so rolling forward with ``restore_db`` brings it back.
-    A safety backup of the ENV file becomes its ``envBackup`` the same way.
+    Safety copies of the ENV file and of Redis become its ``envBackup`` and
+    ``redisSnapshot`` the same way.
     """
     validate_text('rolled_back_by', rolled_back_by)
     if safety_db_snapshot is not None:
         validate_ref('safety_db_snapshot', safety_db_snapshot)
     if safety_env_backup is not None:
         validate_ref('safety_env_backup', safety_env_backup)
+    if safety_redis_snapshot is not None:
+        validate_ref('safety_redis_snapshot', safety_redis_snapshot)
     new = copy.deepcopy(state)
     if not plan['changed']:
         return False, new
@@ -368,11 +371,13 @@ def apply_rollback(state, plan, rolled_back_by=None, safety_db_snapshot=None,
         new[left]['dbSnapshot'] = safety_db_snapshot
     if safety_env_backup:
         new[left]['envBackup'] = safety_env_backup
+    if safety_redis_snapshot:
+        new[left]['redisSnapshot'] = safety_redis_snapshot
     new['activeSlot'] = target
     event = {'action': 'rolled_back', 'slot': target, 'version': plan['target_version'],
              'fromSlot': left, 'fromVersion': plan['from_version'], 'by': rolled_back_by,
              'restored': sorted(restored) or None, 'safetySnapshot': safety_db_snapshot,
-             'safetyEnvBackup': safety_env_backup}
+             'safetyEnvBackup': safety_env_backup, 'safetyRedisSnapshot': safety_redis_snapshot}
     _finish(new, stamp, event)
     return True, new
 
@@ -414,7 +419,7 @@ def record_deploy(state_dir, project, version, check_mode=False, lock_timeout=60
 def record_rollback(state_dir, project, to_version=None, require=(), rolled_back_by=None,
                     safety_db_snapshot=None, expect_generation=None, check_mode=False,
                     lock_timeout=60.0, metrics_dir=metrics.DEFAULT_TEXTFILE_DIR,
-                    safety_env_backup=None):
+                    safety_env_backup=None, safety_redis_snapshot=None):
     """Plan and (unless ``check_mode``) record a rollback. Returns a result dict with the
     plan under ``rollback``. ``expect_generation`` makes it refuse when the state changed
     since a preflight read it."""
@@ -442,7 +447,8 @@ def record_rollback(state_dir, project, to_version=None, require=(), rolled_back
                         param='expect_generation')
                 changed, after = apply_rollback(before, plan, rolled_back_by, safety_db_snapshot,
                                                 restored=require,
-                                                safety_env_backup=safety_env_backup)
+                                                safety_env_backup=safety_env_backup,
+                                                safety_redis_snapshot=safety_redis_snapshot)
                 if changed:
                     write(state_dir, after)
             ok = True

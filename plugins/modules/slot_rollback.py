@@ -119,6 +119,11 @@ options:
       - Version of the ENV backup of the current C(.env) taken just before the rollback
         restored an older one. Recorded as the C(envBackup) of the slot traffic leaves.
     type: str
+  safety_redis_snapshot:
+    description:
+      - Name of the snapshot of Redis taken just before the rollback restored an older one.
+        Recorded as the C(redisSnapshot) of the slot traffic leaves.
+    type: str
   expect_generation:
     description:
       - Refuse the rollback if the state's C(generation) is no longer this value (the value a
@@ -239,7 +244,7 @@ _ONLY_FOR = {
     'version': 'deployed', 'slot': 'deployed', 'db_snapshot': 'deployed',
     'redis_snapshot': 'deployed', 'env_backup': 'deployed', 'team_id': 'deployed',
     'to_version': 'rolled_back', 'safety_db_snapshot': 'rolled_back',
-    'safety_env_backup': 'rolled_back',
+    'safety_env_backup': 'rolled_back', 'safety_redis_snapshot': 'rolled_back',
     'expect_generation': 'rolled_back',
 }
 
@@ -263,6 +268,7 @@ def main():
             restore_env=dict(type='bool', default=False),
             safety_db_snapshot=dict(type='str'),
             safety_env_backup=dict(type='str'),
+            safety_redis_snapshot=dict(type='str'),
             expect_generation=dict(type='int'),
             lock_timeout=dict(type='float', default=60.0),
             metrics_dir=dict(type='path', default='/var/lib/prometheus/node-exporter'),
@@ -289,7 +295,8 @@ def main():
                 rolled_back_by=p['deployed_by'], safety_db_snapshot=p['safety_db_snapshot'] or None,
                 expect_generation=p['expect_generation'], check_mode=module.check_mode,
                 lock_timeout=p['lock_timeout'], metrics_dir=p['metrics_dir'],
-                safety_env_backup=p['safety_env_backup'] or None)
+                safety_env_backup=p['safety_env_backup'] or None,
+                safety_redis_snapshot=p['safety_redis_snapshot'] or None)
         else:
             result = slot_state.query(p['state_dir'], p['project'])
     except BackupError as exc:

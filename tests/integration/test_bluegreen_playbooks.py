@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -14,7 +15,7 @@ import yaml
 
 from helpers.ansible_runner import ROOT, run_playbook
 from helpers.bluegreen import App, Nginx, http_get
-from helpers.servers import free_port
+from helpers.servers import RedisServer, free_port
 
 DEPLOY = os.path.join(ROOT, 'playbooks', 'deploy.yml')
 ROLLBACK = os.path.join(ROOT, 'playbooks', 'rollback.yml')
@@ -59,6 +60,12 @@ class Site(object):
             app.deploy('empty-%s' % slot)
         self.nginx = Nginx(os.path.join(self.base, 'nginx'))
         self.port = free_port()
+        # a Redis that a restore may stop and start again (daemonized, found by its pidfile)
+        redis_base = os.path.join(self.base, 'redis')
+        os.makedirs(redis_base)
+        self.redis_pidfile = os.path.join(redis_base, 'redis.pid')
+        self.redis = RedisServer(redis_base, appendonly=True,
+                                 extra_config={'pidfile': self.redis_pidfile})
         self.env_file = os.path.join(self.base, 'app.env')
         with open(self.env_file, 'w') as handle:
             handle.write('MODE=initial\n')
@@ -91,6 +98,13 @@ class Site(object):
             'bluegreen_db_os_user': '',
             'bluegreen_metrics_dir': os.path.join(self.base, 'metrics'),
             'bluegreen_env_root': os.path.join(self.base, 'env-backup'),
+            'bluegreen_redis_enabled': True,
+            'bluegreen_redis_host': 'localhost',
+            'bluegreen_redis_backup_dir': os.path.join(self.base, 'redis-backup'),
+            'bluegreen_redis_login_port': self.redis.port,
+            'bluegreen_redis_service_name': '',
+            'bluegreen_redis_start_command': [shutil.which('redis-server') or '/usr/bin/redis-server',
+                                              self.redis.conf_path, '--daemonize', 'yes'],
             'bluegreen_deploy_hook': self.hook,
             # host_cli has its own test; copying the core takes most of a role run here
             'bluegreen_install_host_cli': False,
@@ -104,6 +118,7 @@ class Site(object):
         }
 
     def start(self, check_idempotent=False):
+        self.redis.start()
         for app in self.apps.values():
             app.start()
         self.nginx.start()
@@ -121,6 +136,12 @@ class Site(object):
         assert http_get(self.port) == 'empty-blue'
 
     def stop(self):
+        self.redis.stop()
+        try:    # a restore restarted it as a daemon: stop that one by its pid
+            with open(self.redis_pidfile) as handle:
+                os.kill(int(handle.read().strip()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
         self.nginx.stop()
         for app in self.apps.values():
             app.stop()
@@ -184,6 +205,7 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
     # the role's second run changed nothing (checked in Site.start)
     site.deploy('v1')
     assert http_get(site.port) == 'v1'
+    site.redis.client().set('mode', 'one')
     v1_rows = site.rows()
     assert v1_rows == '1|one\n2|two'
     site.deploy('v2')
@@ -193,15 +215,19 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
     assert state['activeSlot'] == 'green' and state['blue']['state'] == 'grace'
     v1_snapshot = state['blue']['dbSnapshot']
     assert v1_snapshot in site.backups()
+    assert state['blue']['redisSnapshot'].startswith('dump-')
     # v2 writes more data while live
     site.pg.psql("INSERT INTO items VALUES (4, 'FOUR', 9)", database=site.database)
+    site.redis.client().set('mode', 'two')
     v2_rows = site.rows()
 
     assert site.env() == 'MODE=v2\n'
-    rc, out, err = site.play(ROLLBACK, restore_db=True, restore_env=True, deployed_by='oncall')
+    rc, out, err = site.play(ROLLBACK, restore_db=True, restore_env=True, restore_redis=True,
+                             deployed_by='oncall')
     assert rc == 0, _failure(out, err)
     assert http_get(site.port) == 'v1'
     assert site.rows() == v1_rows           # the database equals v1's snapshot
+    assert site.redis.client().get('mode') == b'one'
     assert site.env() == 'MODE=v1\n'        # and the .env is the one v1 ran with
     state = site.state()
     assert state['activeSlot'] == 'blue' and state['green']['state'] == 'rolled_back'
@@ -210,12 +236,13 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
     assert state['history'][-1]['by'] == 'oncall'
 
     # a second rollback returns to v2, with v2's data from the safety snapshot
-    rc, out, err = site.play(ROLLBACK, restore_db=True, restore_env=True)
+    rc, out, err = site.play(ROLLBACK, restore_db=True, restore_env=True, restore_redis=True)
     assert rc == 0, _failure(out, err)
     assert http_get(site.port) == 'v2'
     assert site.rows() == v2_rows
     assert site.env() == 'MODE=v2\n'
-    assert site.state()['history'][-1]['restored'] == ['db', 'env']
+    assert site.redis.client().get('mode') == b'two'
+    assert site.state()['history'][-1]['restored'] == ['db', 'env', 'redis']
     assert site.state()['activeSlot'] == 'green'
     prom = os.path.join(site.vars['bluegreen_metrics_dir'],
                         'codeb_backup_bluegreen_rollback_%s.prom' % site.project)
@@ -267,7 +294,8 @@ def test_refusals_change_nothing(site):
     _refused(site, ROLLBACK, ['project must be a project name'], project='../../etc')
     _refused(site, ROLLBACK, ['to_version v9 is not in the history'], to_version='v9')
     _refused(site, ROLLBACK, ['to_version', 'not allowed'], to_version='../v1')
-    _refused(site, ROLLBACK, ['restore_redis is not available yet'], restore_redis=True)
+    _refused(site, ROLLBACK, ['restore_redis needs bluegreen_redis_enabled'], restore_redis=True,
+             bluegreen_redis_enabled=False)
     _refused(site, ROLLBACK, ['restore_db must be true or false', '"maybe"'], restore_db='maybe')
     # a deploy whose migration fails: no switch, and the message names the step and the
     # snapshot taken before it

@@ -123,17 +123,20 @@ def test_rollback_and_roll_forward_with_safety_snapshot(tmp_path):
     assert forward['slot_state']['activeSlot'] == 'green'
 
 
-def test_rollback_records_safety_env_backup(tmp_path):
+def test_rollback_records_safety_env_and_redis(tmp_path):
     _deploy(tmp_path, 'v1')
-    _deploy(tmp_path, 'v2', env_backup='2026-01-07T10:00:00')
-    result = slot_state.record_rollback(str(tmp_path), 'worb', require=['env'], metrics_dir='',
-                                        safety_env_backup='2026-01-07T11:00:00')
+    _deploy(tmp_path, 'v2', env_backup='2026-01-07T10:00:00', redis_snapshot='dump-a.rdb')
+    result = slot_state.record_rollback(str(tmp_path), 'worb', require=['env', 'redis'],
+                                        metrics_dir='', safety_env_backup='2026-01-07T11:00:00',
+                                        safety_redis_snapshot='dump-b.rdb')
     assert result['rollback']['env_backup'] == '2026-01-07T10:00:00'
+    assert result['rollback']['redis_snapshot'] == 'dump-a.rdb'
     assert result['slot_state']['green']['envBackup'] == '2026-01-07T11:00:00'
-    with pytest.raises(BackupError) as info:
-        slot_state.record_rollback(str(tmp_path), 'worb', metrics_dir='',
-                                   safety_env_backup='../x')
-    assert info.value.param == 'safety_env_backup'
+    assert result['slot_state']['green']['redisSnapshot'] == 'dump-b.rdb'
+    for param in ('safety_env_backup', 'safety_redis_snapshot'):
+        with pytest.raises(BackupError) as info:
+            slot_state.record_rollback(str(tmp_path), 'worb', metrics_dir='', **{param: '../x'})
+        assert info.value.param == param
 
 
 def test_to_version_is_idempotent(tmp_path):
