@@ -49,8 +49,9 @@ class PostgresCluster(object):
         os.chown(base, self._pw.pw_uid, self._pw.pw_gid)
 
     def _as_postgres(self, argv, **kwargs):
-        return subprocess.run(['runuser', '-u', 'postgres', '--'] + argv, check=True,
-                              capture_output=True, text=True, **kwargs)
+        return subprocess.run(argv, check=True, capture_output=True, text=True,
+                              user=self._pw.pw_uid, group=self._pw.pw_gid, extra_groups=[],
+                              **kwargs)
 
     def start(self):
         if not os.path.exists(os.path.join(self.data, 'PG_VERSION')):
@@ -70,7 +71,10 @@ class PostgresCluster(object):
                 for key, value in conf.items():
                     handle.write('%s = %s\n' % (key, value))
         self.proc = subprocess.Popen(
-            ['runuser', '-u', 'postgres', '--', os.path.join(self.bin, 'postgres'), '-D', self.data],
+            # Started directly as the postgres user (not through runuser), so the signal
+            # stop() sends reaches the postmaster itself.
+            [os.path.join(self.bin, 'postgres'), '-D', self.data],
+            user=self._pw.pw_uid, group=self._pw.pw_gid, extra_groups=[], cwd=self.base,
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.base, 'postgres.log'), 'ab'))
         _wait_for(lambda: subprocess.run(
             [os.path.join(self.bin, 'pg_isready'), '-h', self.socket_dir, '-p', str(self.port)],
@@ -78,7 +82,7 @@ class PostgresCluster(object):
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
-            # SIGINT = fast shutdown; runuser forwards it to postgres.
+            # SIGINT = fast shutdown.
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(30)
