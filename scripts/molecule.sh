@@ -13,4 +13,17 @@ cd "$root"
 if [ $# -eq 0 ]; then
   set -- test
 fi
-exec molecule "$@"
+# The scenario's own network, with a fixed subnet so the containers get fixed addresses
+# (molecule/default/molecule.yml). Nothing else is ever attached to it.
+network=codeb-molecule
+subnet=10.89.77.0/24
+if ! podman network exists "$network"; then
+  podman network create --subnet "$subnet" "$network" >/dev/null
+fi
+rc=0
+molecule "$@" || rc=$?
+# `test` and `destroy` remove the containers; then the network goes too.
+case "$1" in
+  test | destroy) podman network rm -f "$network" >/dev/null 2>&1 || true ;;
+esac
+exit $rc

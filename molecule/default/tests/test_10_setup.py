@@ -57,3 +57,10 @@ def test_host_cli_unknown_stanza_is_refused(backup):
     cmd = backup.run('/usr/local/bin/codeb-backup pgbackrest-backup --stanza nosuch --type incr')
     assert cmd.rc == 1
     assert "unknown stanza 'nosuch'" in cmd.stdout and 'codeb' in cmd.stdout
+
+
+def test_host_cli_shows_the_recovery_window(backup):
+    import json
+    out = json.loads(backup.check_output('/usr/local/bin/codeb-backup pgbackrest-window --stanza codeb'))
+    assert out['stanza'] == 'codeb' and out['earliest'].endswith('+00')
+    assert [b['type'] for b in out['backups']][0] == 'full'

@@ -5,13 +5,23 @@ import time
 
 from conftest import failure, run_playbook, scratch_sql, sql, task_results
 
+PIDFILE = '/tmp/codeb-pitr-inserter.pid'
 INSERTER = ("nohup runuser -u postgres -- bash -c 'for i in $(seq 1 %d); do "
             "echo \"INSERT INTO pitr(i) VALUES ($i); SELECT pg_sleep(0.05);\"; done | "
-            "psql -X -q -d postgres >/dev/null' >/dev/null 2>&1 &")
+            "psql -X -q -d postgres >/dev/null' >/dev/null 2>&1 & echo $! > " + PIDFILE)
+
+
+def wait_inserter_done(storage):
+    """A previous test's inserter must be finished before its table is replaced."""
+    deadline = time.monotonic() + 120
+    while storage.run('test -f %s && kill -0 "$(cat %s)"' % (PIDFILE, PIDFILE)).rc == 0:
+        assert time.monotonic() < deadline, 'previous inserter still running'
+        time.sleep(0.5)
 
 
 def start_inserter(storage, rows):
     """Rows committed continuously (own transaction each, ~20/s) with their times."""
+    wait_inserter_done(storage)
     sql(storage, 'DROP TABLE IF EXISTS pitr')
     sql(storage, 'CREATE TABLE pitr(i int PRIMARY KEY, ts timestamptz NOT NULL DEFAULT clock_timestamp())')
     storage.run(INSERTER % rows)
