@@ -13,17 +13,26 @@ cd "$root"
 if [ $# -eq 0 ]; then
   set -- test
 fi
-# The scenario's own network, with a fixed subnet so the containers get fixed addresses
-# (molecule/default/molecule.yml). Nothing else is ever attached to it.
+# The default scenario's own network, with a fixed subnet so its containers get fixed
+# addresses (molecule/default/molecule.yml). Nothing else is ever attached to it.
+scenario=default
+prev=
+for arg in "$@"; do
+  case "$prev" in -s | --scenario-name) scenario=$arg ;; esac
+  case "$arg" in --scenario-name=*) scenario=${arg#*=} ;; esac
+  prev=$arg
+done
 network=codeb-molecule
 subnet=10.89.77.0/24
-if ! podman network exists "$network"; then
+if [ "$scenario" = default ] && ! podman network exists "$network"; then
   podman network create --subnet "$subnet" "$network" >/dev/null
 fi
 rc=0
 molecule "$@" || rc=$?
 # `test` and `destroy` remove the containers; then the network goes too.
-case "$1" in
-  test | destroy) podman network rm -f "$network" >/dev/null 2>&1 || true ;;
-esac
+if [ "$scenario" = default ]; then
+  case "$1" in
+    test | destroy) podman network rm -f "$network" >/dev/null 2>&1 || true ;;
+  esac
+fi
 exit $rc
