@@ -58,6 +58,11 @@ def _apply_role(tmp_path, role_vars, check=False):
 
 def test_role_templates_applies_live_installs_cron_and_is_idempotent(redis_factory, tmp_path):
     server = redis_factory(appendonly=False, password='role-secret')
+    # Shaped like Debian's redis.conf: directives separated by blank lines and comments
+    # (a pattern whose leading whitespace crossed line ends once left them active).
+    lines = open(server.conf_path).read().splitlines()
+    with open(server.conf_path, 'w') as handle:
+        handle.write('\n\n'.join(['# redis.conf as packaged'] + lines) + '\n')
     (tmp_path / 'cron.d').mkdir()
     role_vars = _role_vars(server, tmp_path)
     rc, out, err = _apply_role(tmp_path, role_vars)
