@@ -68,6 +68,29 @@ _POLL = 0.05
 CONNECTION_DEFAULTS = dict(login_host='127.0.0.1', login_port=6379, login_user=None,
                            login_password=None, login_unix_socket=None, tls=False,
                            validate_certs=True, ca_certs=None, connect_timeout=10.0)
+CONNECTION_KEYS = ('login_host', 'login_port', 'login_user', 'login_password',
+                   'login_unix_socket', 'tls', 'validate_certs', 'ca_certs')
+
+
+def connection_argument_spec():
+    """The modules' argument_spec entries for the connection options (documented by the
+    doc fragment codeb.backup.redis)."""
+    return dict(
+        login_host=dict(type='str', default='127.0.0.1'),
+        login_port=dict(type='int', default=6379),
+        login_user=dict(type='str'),
+        login_password=dict(type='str', no_log=True),
+        login_unix_socket=dict(type='path'),
+        tls=dict(type='bool', default=False),
+        validate_certs=dict(type='bool', default=True),
+        ca_certs=dict(type='path'),
+    )
+
+
+def connection_params(params):
+    """The connection options out of a module's (or the CLI's) parameters."""
+    return dict((key, params[key]) for key in CONNECTION_KEYS)
+
 
 # Settings the role manages; which of them need a restart instead of CONFIG SET.
 PERSISTENCE_SETTINGS = ('appendonly', 'appendfsync', 'auto-aof-rewrite-percentage',

@@ -45,34 +45,8 @@ options:
         string like C("900 1 300 10")); an empty list disables RDB save points.
     type: dict
     required: true
-  login_host:
-    description: Redis host. Ignored when O(login_unix_socket) is set.
-    type: str
-    default: 127.0.0.1
-  login_port:
-    description: Redis port.
-    type: int
-    default: 6379
-  login_user:
-    description: ACL user name; needs C(CONFIG).
-    type: str
-  login_password:
-    description: Password (C(requirepass) or the ACL user's).
-    type: str
-  login_unix_socket:
-    description: Path of the Redis unix socket.
-    type: path
-  tls:
-    description: Connect with TLS.
-    type: bool
-    default: false
-  validate_certs:
-    description: Verify the server certificate when O(tls=true).
-    type: bool
-    default: true
-  ca_certs:
-    description: CA bundle for O(tls=true).
-    type: path
+extends_documentation_fragment:
+  - codeb.backup.redis
 seealso:
   - module: codeb.backup.redis_snapshot
   - module: community.general.redis
@@ -129,23 +103,14 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupE
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            core.connection_argument_spec(),
             settings=dict(type='dict', required=True),
-            login_host=dict(type='str', default='127.0.0.1'),
-            login_port=dict(type='int', default=6379),
-            login_user=dict(type='str'),
-            login_password=dict(type='str', no_log=True),
-            login_unix_socket=dict(type='path'),
-            tls=dict(type='bool', default=False),
-            validate_certs=dict(type='bool', default=True),
-            ca_certs=dict(type='path'),
         ),
         supports_check_mode=True,
     )
     if not core.HAS_REDIS:
         module.fail_json(msg=missing_required_lib('redis (Debian: python3-redis)'))
-    keys = ('login_host', 'login_port', 'login_user', 'login_password', 'login_unix_socket',
-            'tls', 'validate_certs', 'ca_certs')
-    conn = dict((k, module.params[k]) for k in keys)
+    conn = core.connection_params(module.params)
     try:
         result = core.apply_settings(conn, module.params['settings'], module.check_mode)
     except BackupError as exc:

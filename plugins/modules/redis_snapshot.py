@@ -163,35 +163,8 @@ options:
     description: Seconds a second concurrent run waits for the first before failing.
     type: float
     default: 60
-  login_host:
-    description: Redis host. Ignored when O(login_unix_socket) is set.
-    type: str
-    default: 127.0.0.1
-  login_port:
-    description: Redis port.
-    type: int
-    default: 6379
-  login_user:
-    description: ACL user name (Redis 6+). Needs C(BGSAVE), C(CONFIG), C(INFO), C(TIME) and,
-      for restores, C(SHUTDOWN).
-    type: str
-  login_password:
-    description: Password (C(requirepass) or the ACL user's).
-    type: str
-  login_unix_socket:
-    description: Path of the Redis unix socket; used instead of O(login_host)/O(login_port).
-    type: path
-  tls:
-    description: Connect with TLS.
-    type: bool
-    default: false
-  validate_certs:
-    description: Verify the server certificate when O(tls=true).
-    type: bool
-    default: true
-  ca_certs:
-    description: CA bundle for O(tls=true).
-    type: path
+extends_documentation_fragment:
+  - codeb.backup.redis
 seealso:
   - module: codeb.backup.redis_snapshot_info
   - module: codeb.backup.redis_persistence
@@ -311,12 +284,9 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 
-CONNECTION_KEYS = ('login_host', 'login_port', 'login_user', 'login_password',
-                   'login_unix_socket', 'tls', 'validate_certs', 'ca_certs')
-
 
 def run(params, check_mode):
-    conn = dict((k, params[k]) for k in CONNECTION_KEYS)
+    conn = core.connection_params(params)
     state = params['state']
     if state == 'present':
         common = dict(backup_dir=params['backup_dir'], instance=params['instance'],
@@ -353,6 +323,7 @@ def run(params, check_mode):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            core.connection_argument_spec(),
             state=dict(type='str', default='present', choices=['present', 'restored', 'imported']),
             formats=dict(type='list', elements='str', default=['rdb', 'aof'],
                          choices=list(core.FORMATS)),
@@ -375,14 +346,6 @@ def main():
             entry=dict(type='dict'),
             metrics_dir=dict(type='path', default='/var/lib/prometheus/node-exporter'),
             lock_timeout=dict(type='float', default=60.0),
-            login_host=dict(type='str', default='127.0.0.1'),
-            login_port=dict(type='int', default=6379),
-            login_user=dict(type='str'),
-            login_password=dict(type='str', no_log=True),
-            login_unix_socket=dict(type='path'),
-            tls=dict(type='bool', default=False),
-            validate_certs=dict(type='bool', default=True),
-            ca_certs=dict(type='path'),
         ),
         required_if=[('state', 'imported', ('src', 'entry'))],
         supports_check_mode=True,
