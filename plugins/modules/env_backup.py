@@ -118,13 +118,15 @@ notes:
     first with I(state=present) and I(src=dest).
 seealso:
   - module: codeb.backup.env_backup_info
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads the store and I(dest) only; predicts the version, the keys that change and C(changed).
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Key names only; every value is shown as C(********).
 '''

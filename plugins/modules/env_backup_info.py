@@ -45,9 +45,14 @@ options:
     default: false
 seealso:
   - module: codeb.backup.env_backup
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Read-only; never changes anything.
 '''

@@ -131,13 +131,15 @@ options:
     description: node_exporter textfile directory for the job metrics (kind C(pitr_restore)); empty disables.
     type: path
     default: /var/lib/prometheus/node-exporter
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Validates target, stanza and recovery window; stops, restores and flushes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - An in-place recovery discards every transaction after O(target_time) from the live

@@ -33,13 +33,15 @@ author:
 requirements:
   - PostgreSQL 15 client tools (C(pg_dump), C(pg_restore), C(psql)) on the managed host.
   - C(zstd) on the managed host for O(compression=zstd).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Connects and reads only; predicts the snapshot name, deletions and restores.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   state:

@@ -16,13 +16,15 @@ description:
   - To re-check the files themselves use M(codeb.backup.pg_snapshot) with O(codeb.backup.pg_snapshot#module:state=verified).
 author:
   - codeb.backup maintainers (@codeb)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Read-only module.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   database:

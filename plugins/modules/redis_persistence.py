@@ -26,12 +26,12 @@ author:
 requirements:
   - Python C(redis) client on the managed host (Debian C(python3-redis)).
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check mode and predict what would change without changing anything.
     support: full
     details: Reads the live values and reports what would be set; sets nothing.
   diff_mode:
-    description: Shows what changed (or would change) in diff mode.
     support: full
     details: Shows live values before and after for the managed settings.
 options:
@@ -46,6 +46,7 @@ options:
     type: dict
     required: true
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - codeb.backup.redis
 seealso:
   - module: codeb.backup.redis_snapshot

@@ -46,13 +46,13 @@ requirements:
     managed host (Debian C(redis-server) / C(redis-tools)).
   - Run it on the Redis host itself, as a user that can read the Redis data directory.
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check mode and predict what would change without changing anything.
     support: full
     details: Connects and reads only; predicts the files a snapshot would write, or checks the
       snapshot a restore would use (sha256). Nothing is written, not even metrics.
   diff_mode:
-    description: Shows what changed (or would change) in diff mode.
     support: none
 options:
   state:
@@ -164,6 +164,7 @@ options:
     type: float
     default: 60
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - codeb.backup.redis
 seealso:
   - module: codeb.backup.redis_snapshot_info

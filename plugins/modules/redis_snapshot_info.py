@@ -17,13 +17,15 @@ description:
   - Read-only; never changes anything.
 author:
   - codeb.backup contributors (@codeb)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check mode and predict what would change without changing anything.
     support: full
     details: Read-only, so check mode behaves exactly like a normal run.
   diff_mode:
-    description: Shows what changed (or would change) in diff mode.
     support: none
 options:
   backup_dir:

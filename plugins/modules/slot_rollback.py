@@ -146,12 +146,14 @@ notes:
 seealso:
   - module: codeb.backup.traffic_switch
   - module: codeb.backup.pg_snapshot
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check mode and predict what would change without changing anything.
     support: full
   diff_mode:
-    description: Shows what changed (or would change) in diff mode.
     support: full
 '''
 

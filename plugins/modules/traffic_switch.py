@@ -84,12 +84,14 @@ notes:
   - Diff mode shows the active slot before and after.
 seealso:
   - module: codeb.backup.slot_rollback
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check mode and predict what would change without changing anything.
     support: full
   diff_mode:
-    description: Shows what changed (or would change) in diff mode.
     support: full
 '''
 
