@@ -3,6 +3,13 @@
 # Usage: scripts/molecule.sh [molecule sub-command and args]   (default: test)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# The scenarios use fixed container names and one fixed network: two runs at once on one
+# machine would destroy each other's containers. Serialise them (a caller that already
+# holds the lock for a sequence of sub-commands sets CODEB_MOLECULE_LOCKED=1).
+lock=${CODEB_MOLECULE_LOCK:-/tmp/codeb-molecule.lock}
+if [ "${CODEB_MOLECULE_LOCKED:-}" != 1 ]; then
+  exec env CODEB_MOLECULE_LOCKED=1 flock "$lock" "$0" "$@"
+fi
 export CONTAINERS_CONF="$root/molecule/containers.conf"
 export PATH="$root/.venv/bin:$PATH"
 export ANSIBLE_CONFIG="$root/ansible.cfg"
