@@ -25,6 +25,7 @@ SUBSYSTEMS = (
     'redis_snapshot',
     'slot_state',
     'traffic',
+    'ship',  # last: its help lists the channels the others registered
 )
 
 

@@ -37,7 +37,7 @@ import threading
 import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics, naming
-from ansible_collections.codeb.backup.plugins.module_utils import process, retention
+from ansible_collections.codeb.backup.plugins.module_utils import process, retention, ship
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
@@ -58,7 +58,9 @@ POINTERS = {'rdb': 'current.rdb', 'aof': 'current.aof'}
 AOF_TAR_DIR = 'appendonlydir'
 LOCK_NAME = '.redis_snapshot.lock'
 ASIDE_PREFIX = 'codeb-restore-aside-'
-METRIC_KIND = {'rdb': 'redis_rdb', 'aof': 'redis_aof', 'restore': 'redis_restore'}
+METRIC_KIND = {'rdb': 'redis_rdb', 'aof': 'redis_aof', 'restore': 'redis_restore',
+               'ship': 'redis_ship'}
+SHIP_CHANNEL = 'redis_snapshot'
 DEFAULT_TIMEOUT = 600
 DEFAULT_KEEP_MIN = 3
 DEFAULT_RDB_MAX_AGE_HOURS = 24
@@ -1073,6 +1075,62 @@ def import_snapshot(src, entry, backup_dir=DEFAULT_BACKUP_DIR, keep_min=DEFAULT_
                 duration_seconds=round(time.monotonic() - began, 3))
 
 
+def held_sha256(backup_dir):
+    """The sha256s of the good snapshots ``backup_dir`` holds (listed and present)."""
+    return [e['sha256'] for e in Manifest(backup_dir).entries()
+            if retention.is_good(e) and e.get('sha256')
+            and os.path.isfile(os.path.join(backup_dir, e['file']))]
+
+
+def _accept_shipped(path, entry, backup_dir, keep_min=DEFAULT_KEEP_MIN,
+                    rdb_max_age_hours=DEFAULT_RDB_MAX_AGE_HOURS, aof_keep=DEFAULT_AOF_KEEP,
+                    lock_timeout=60):
+    """The receiving side of shipping: a file that arrived whole goes through the import."""
+    return import_snapshot(path, entry, backup_dir=backup_dir, keep_min=keep_min,
+                           rdb_max_age_hours=rdb_max_age_hours, aof_keep=aof_keep,
+                           lock_timeout=lock_timeout)
+
+
+ship.register_channel(SHIP_CHANNEL, held=held_sha256, accept=_accept_shipped,
+                      options=dict(keep_min=int, rdb_max_age_hours=int, aof_keep=int,
+                                   lock_timeout=float))
+
+
+def ship_snapshots(backup_dir, target, remote_dir, instance=DEFAULT_INSTANCE,
+                   metrics_dir=metrics.DEFAULT_TEXTFILE_DIR, lock_timeout=60):
+    """Ship every good snapshot in ``backup_dir`` that the backup host lacks (oldest first),
+    each verified on arrival; ``target`` a ``ship.Target`` (host None: ``remote_dir`` is on
+    this host). Writes the ``redis_ship`` job metrics."""
+    _validate_common(backup_dir, instance)
+    ship.validate_directory('ship_dir', remote_dir, None)
+    if target.host is None and os.path.realpath(remote_dir) == os.path.realpath(backup_dir):
+        return dict(changed=False, shipped=[], present=[], host='localhost',
+                    directory=remote_dir, duration_seconds=0, size_bytes=0,
+                    note='the backup root is this directory: nothing to ship')
+    began = time.monotonic()
+    try:
+        with job_lock(os.path.join(backup_dir, LOCK_NAME), 'redis_snapshot in %s' % backup_dir,
+                      wait=lock_timeout):
+            artifacts = [(os.path.join(backup_dir, e['file']), e)
+                         for e in Manifest(backup_dir).entries()
+                         if retention.is_good(e) and os.path.isfile(os.path.join(backup_dir, e['file']))]
+            artifacts = [(path, _ship_entry(e)) for path, e in artifacts]
+            result = ship.push(artifacts, target, SHIP_CHANNEL, remote_dir)
+    except BaseException:
+        if metrics_dir:
+            _record_metrics(metrics_dir, 'ship', instance, False, time.monotonic() - began)
+        raise
+    size = sum(s['size_bytes'] for s in result['shipped'])
+    result.update(duration_seconds=round(time.monotonic() - began, 3), size_bytes=size)
+    if metrics_dir:
+        _record_metrics(metrics_dir, 'ship', instance, True, result['duration_seconds'], size)
+    return result
+
+
+def _ship_entry(entry):
+    return {k: v for k, v in entry.items() if k not in ('path', 'present', 'verified')}
+
+
 def _newest(backup_dir, kind):
     entries = [e for e in Manifest(backup_dir).entries() if e.get('kind') == kind
                and retention.is_good(e)]
@@ -1196,7 +1254,25 @@ def register_cli(subparsers):
     snap.add_argument('--no-prune', action='store_true', help='skip retention')
     snap.add_argument('--no-verify-load', action='store_true',
                       help='do not load AOF snapshots into a scratch redis-server to count keys')
+    snap.add_argument('--ship', action='store_true',
+                      help='then ship what the backup host lacks (see redis-ship)')
+    ship.add_target_arguments(snap)
     snap.set_defaults(handler=_cli_snapshot)
+
+    shp = subparsers.add_parser(
+        'redis-ship', help='ship the snapshots the backup host lacks, verified on arrival',
+        description='Asks the backup host (over SSH, its forced command "codeb-backup '
+                    'receive") which snapshots it holds and streams the others to it; each is '
+                    'checked (sha256, redis-check-rdb) there before it enters its manifest. '
+                    'Without --ship-host the backup root is a directory on this host.')
+    shp.add_argument('--backup-dir', default=DEFAULT_BACKUP_DIR,
+                     help='snapshot directory on this host (default %s)' % DEFAULT_BACKUP_DIR)
+    shp.add_argument('--instance', default=DEFAULT_INSTANCE)
+    shp.add_argument('--metrics-dir', default=metrics.DEFAULT_TEXTFILE_DIR,
+                     help='node_exporter textfile dir ("" disables metrics)')
+    shp.add_argument('--lock-timeout', type=float, default=60)
+    ship.add_target_arguments(shp)
+    shp.set_defaults(handler=_cli_ship)
 
     rest = subparsers.add_parser('redis-restore', help='restore an RDB or AOF snapshot into Redis')
     _add_common(rest)
@@ -1217,7 +1293,32 @@ def _cli_list(args):
     return dict(snapshots=list_snapshots(args.backup_dir, args.verify))
 
 
+def _ship_from_args(args):
+    if not args.ship_dir:
+        raise BackupError('--ship-dir is required: the snapshot directory on the backup host',
+                          param='ship_dir')
+    return ship_snapshots(args.backup_dir, ship.target_from_args(args), args.ship_dir,
+                          instance=args.instance, metrics_dir=args.metrics_dir,
+                          lock_timeout=args.lock_timeout)
+
+
+def _cli_ship(args):
+    return _ship_from_args(args)
+
+
 def _cli_snapshot(args):
+    if args.ship:
+        target = ship.target_from_args(args)  # bad shipping options fail before the snapshot
+        if not args.ship_dir:
+            raise BackupError('--ship needs --ship-dir', param='ship_dir')
+        del target
+    result = _snapshot_from_args(args)
+    if args.ship:
+        result['ship'] = _ship_from_args(args)
+    return result
+
+
+def _snapshot_from_args(args):
     return take_snapshot(_conn_from_args(args), backup_dir=args.backup_dir, instance=args.instance,
                          formats=[f.strip() for f in args.formats.split(',') if f.strip()],
                          data_dir=args.data_dir, timeout=args.timeout, keep_min=args.keep_min,
