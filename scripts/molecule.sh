@@ -35,7 +35,15 @@ if [ "$scenario" = default ] && ! podman network exists "$network"; then
   podman network create --subnet "$subnet" "$network" >/dev/null
 fi
 rc=0
+report="$root/tests/output/molecule-$scenario-verify.log"
+mkdir -p "$root/tests/output"
+rm -f "$report"
 molecule "$@" || rc=$?
+if [ "$rc" -ne 0 ] && [ -s "$report" ]; then
+  # CI shows the end of the output: put the failing tests' report there.
+  echo "=== molecule $scenario failed; pytest report of verify (last 150 lines) ==="
+  tail -n 150 "$report"
+fi
 # `test` and `destroy` remove the containers; then the network goes too.
 if [ "$scenario" = default ]; then
   case "$1" in
