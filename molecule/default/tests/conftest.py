@@ -59,7 +59,12 @@ def run_playbook(name, extra_vars):
     env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_STDOUT_CALLBACK='ansible.posix.json',
                ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.collections'),
                ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
-               PATH=bindir + os.pathsep + os.environ.get('PATH', ''))
+               PATH=bindir + os.pathsep + os.environ.get('PATH', ''),
+               # No SSH connection sharing: a master kept open by converge would be dead after
+               # the outage test restarts the backup container, and the next playbook's
+               # session over it would fail as unreachable.
+               ANSIBLE_SSH_ARGS='-o ControlMaster=no -o UserKnownHostsFile=/dev/null '
+                                '-o StrictHostKeyChecking=no')
     proc = subprocess.run([os.path.join(bindir, 'ansible-playbook'), '-i', inventory(),
                            os.path.join(ROOT, 'playbooks', name), '-e', json.dumps(extra_vars)],
                           capture_output=True, text=True, env=env, cwd=ROOT, check=False)
