@@ -59,10 +59,12 @@ def test_backup_host_outage_leaves_no_gap(storage, backup):
     (Outage shortened to ~45 s to keep CI fast; the mechanism does not depend on length.)"""
     sql(storage, 'CREATE TABLE IF NOT EXISTS outage(i int, ts timestamptz DEFAULT clock_timestamp())')
     first_wal = sql(storage, 'SELECT pg_walfile_name(pg_current_wal_lsn())')
+    failed_before = archiver(storage)[1]
     subprocess.run(['podman', 'stop', '-t', '5', 'backup'], check=True, capture_output=True)
     try:
-        bench = storage.run('runuser -u postgres -- pgbench -n -c 2 -j 2 -T 40 bench')
+        bench = storage.run('runuser -u postgres -- pgbench -n -c 2 -j 2 -T 120 bench')
         assert bench.rc == 0, bench.stderr  # PostgreSQL kept serving writes
+        assert archiver(storage)[1] > failed_before  # archiving really failed meanwhile
         sql(storage, 'INSERT INTO outage(i) VALUES (1)')
         sql(storage, 'SELECT pg_switch_wal()')
         time.sleep(2)
