@@ -1097,10 +1097,13 @@ ship.register_channel(SHIP_CHANNEL, held=held_sha256, accept=_accept_shipped,
 
 
 def ship_snapshots(backup_dir, target, remote_dir, instance=DEFAULT_INSTANCE,
-                   metrics_dir=metrics.DEFAULT_TEXTFILE_DIR, lock_timeout=60):
+                   metrics_dir=metrics.DEFAULT_TEXTFILE_DIR, lock_timeout=60,
+                   keep_min=DEFAULT_KEEP_MIN, rdb_max_age_hours=DEFAULT_RDB_MAX_AGE_HOURS,
+                   aof_keep=DEFAULT_AOF_KEEP):
     """Ship every good snapshot in ``backup_dir`` that the backup host lacks (oldest first),
     each verified on arrival; ``target`` a ``ship.Target`` (host None: ``remote_dir`` is on
-    this host). Writes the ``redis_ship`` job metrics."""
+    this host, and the retention settings here apply there; a remote backup host applies
+    the ones in its forced command). Writes the ``redis_ship`` job metrics."""
     _validate_common(backup_dir, instance)
     ship.validate_directory('ship_dir', remote_dir, None)
     if target.host is None and os.path.realpath(remote_dir) == os.path.realpath(backup_dir):
@@ -1115,7 +1118,9 @@ def ship_snapshots(backup_dir, target, remote_dir, instance=DEFAULT_INSTANCE,
                          for e in Manifest(backup_dir).entries()
                          if retention.is_good(e) and os.path.isfile(os.path.join(backup_dir, e['file']))]
             artifacts = [(path, _ship_entry(e)) for path, e in artifacts]
-            result = ship.push(artifacts, target, SHIP_CHANNEL, remote_dir)
+            result = ship.push(artifacts, target, SHIP_CHANNEL, remote_dir, local_options=dict(
+                keep_min=keep_min, rdb_max_age_hours=rdb_max_age_hours, aof_keep=aof_keep,
+                lock_timeout=lock_timeout))
     except BaseException:
         if metrics_dir:
             _record_metrics(metrics_dir, 'ship', instance, False, time.monotonic() - began)
@@ -1271,6 +1276,10 @@ def register_cli(subparsers):
     shp.add_argument('--metrics-dir', default=metrics.DEFAULT_TEXTFILE_DIR,
                      help='node_exporter textfile dir ("" disables metrics)')
     shp.add_argument('--lock-timeout', type=float, default=60)
+    shp.add_argument('--keep-min', type=int, default=DEFAULT_KEEP_MIN,
+                     help='retention there when the backup root is on this host')
+    shp.add_argument('--rdb-max-age-hours', type=int, default=DEFAULT_RDB_MAX_AGE_HOURS)
+    shp.add_argument('--aof-keep', type=int, default=DEFAULT_AOF_KEEP)
     ship.add_target_arguments(shp)
     shp.set_defaults(handler=_cli_ship)
 
@@ -1299,7 +1308,8 @@ def _ship_from_args(args):
                           param='ship_dir')
     return ship_snapshots(args.backup_dir, ship.target_from_args(args), args.ship_dir,
                           instance=args.instance, metrics_dir=args.metrics_dir,
-                          lock_timeout=args.lock_timeout)
+                          lock_timeout=args.lock_timeout, keep_min=args.keep_min,
+                          rdb_max_age_hours=args.rdb_max_age_hours, aof_keep=args.aof_keep)
 
 
 def _cli_ship(args):

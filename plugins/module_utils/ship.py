@@ -331,10 +331,12 @@ def remote_held(target, channel, directory):
     return _remote(target, 'have', channel, directory).get('sha256', [])
 
 
-def push(artifacts, target, channel, directory):
+def push(artifacts, target, channel, directory, local_options=None):
     """Ship each ``(path, entry)`` the backup host lacks to ``directory`` there; each is
     verified on arrival (sha256 and size) before the channel takes it in. Returns
-    ``dict(shipped=[...], present=[...])``."""
+    ``dict(shipped=[...], present=[...])``. ``local_options`` are the channel's settings
+    when the backup root is on this host (a remote receiver has its own, in its forced
+    command)."""
     validate_directory('directory', directory, None)
     have = set(remote_held(target, channel, directory))
     shipped, present = [], []
@@ -348,7 +350,8 @@ def push(artifacts, target, channel, directory):
                               % (path, os.path.getsize(path), entry['size_bytes']), param='entry')
         if target.host is None:
             with open(path, 'rb') as source:
-                result = receive_stream(source, channel, directory, entry=dict(entry))
+                result = receive_stream(source, channel, directory, entry=dict(entry),
+                                        options=local_options)
         else:
             result = _put(target, channel, directory, path, entry)
         if result.get('received_sha256') != entry['sha256']:

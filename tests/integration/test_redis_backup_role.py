@@ -1,5 +1,6 @@
-"""The redis_backup role, backup.yml's Redis play (with shipping through the control node)
-and playbooks/redis-restore.yml, run by real ansible-playbook against a real redis-server."""
+"""The redis_backup role, backup.yml's Redis play (shipping over SSH to a real throwaway
+sshd whose key runs the forced `codeb-backup receive`) and playbooks/redis-restore.yml,
+run by real ansible-playbook against a real redis-server."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ansible_collections.codeb.backup.plugins.module_utils import durable
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
 from helpers.ansible_runner import ROOT, run_playbook
 from helpers.servers import RedisServer
+from helpers.sshd import SshServer, cli_wrapper
 
 
 def settle(server):
@@ -131,33 +133,49 @@ def _tasks(out):
             yield task['task']['name'], task['hosts']
 
 
-def test_backup_play_ships_through_control_node_and_restore_playbook(tmp_path, tmp_path_factory):
+def test_backup_play_ships_over_ssh_and_restore_playbook(tmp_path, tmp_path_factory):
     base = str(tmp_path_factory.mktemp('redis-pb'))
     server = RedisServer(base, appendonly=True, extra_config={'pidfile': os.path.join(base, 'r.pid')})
     server.start()
+    (tmp_path / 'sshd').mkdir()
+    root = tmp_path / 'backup-root'
+    root.mkdir()
+    sshd = SshServer(str(tmp_path / 'sshd'))
+    cli = cli_wrapper(str(tmp_path / 'sshd' / 'codeb-backup'))
+    sshd.authorize('%s receive --root %s --accept redis_snapshot' % (cli, root))
+    sshd.start()
     try:
         client = server.client()
         client.mset({'pb%d' % i: i for i in range(250)})
-        store, vault = tmp_path / 'store', tmp_path / 'vault'
+        store, vault = tmp_path / 'store', root / 'redis'
         hostvars = {'redis_backup_login_port': server.port, 'redis_backup_dir': str(store),
-                    'redis_backup_ship_dir': str(vault),
+                    'redis_backup_ship_dir': str(vault), 'redis_backup_ship_root': str(root),
+                    'redis_backup_ship_host': sshd.host, 'redis_backup_ship_port': sshd.port,
+                    'redis_backup_ship_key_path': sshd.client_key,
+                    'redis_backup_ship_known_hosts': sshd.known_hosts,
+                    'redis_backup_cli_path': cli,
                     'redis_backup_metrics_dir': str(tmp_path / 'metrics'),
-                    'redis_backup_backup_host_packages': [],  # apt needs the system python
                     'codeb_pg_databases': []}
         inventory = _inventory(tmp_path, hostvars)
         backup_yml = os.path.join(ROOT, 'playbooks', 'backup.yml')
         rc, out, err = run_playbook(backup_yml, inventory=inventory)
-        assert rc == 0, (err, json.dumps(out)[-4000:])
+        assert rc == 0, (err, json.dumps(out)[-4000:], sshd.read_log())
         tasks = dict(_tasks(out))
-        fetched = tasks['codeb.backup.redis_backup : Fetch the snapshots from this host (checksum validated)']['redis-store']
-        assert fetched['changed'] is True
+        shipped_task = tasks['codeb.backup.redis_backup : Ship the snapshots the backup host lacks '
+                             '(sha256 verified on arrival)']['redis-store']
+        assert shipped_task['changed'] is True
+        assert '--ship-host' in shipped_task['cmd'] and 'fetch' not in json.dumps(tasks)
         shipped = Manifest(str(vault)).load()
         source = Manifest(str(store)).load()
         assert sorted(shipped) == sorted(source) and len(source) == 2
         for name, entry in shipped.items():
             assert entry['sha256'] == source[name]['sha256'] == durable.sha256_file(
                 str(vault / name))
-        assert not os.listdir(vault / '.incoming')
+        assert os.listdir(vault / '.incoming') == ['.receive.lock']
+        # a second run ships nothing new but the new snapshot
+        rc, out, err = run_playbook(backup_yml, inventory=inventory)
+        assert rc == 0, err
+        assert len(Manifest(str(vault)).load()) == 3  # one more RDB; AOF keeps the latest 1
 
         # restore through the playbook: check mode first (nothing happens), then for real
         client.flushall()
@@ -182,6 +200,7 @@ def test_backup_play_ships_through_control_node_and_restore_playbook(tmp_path, t
         assert failed['param'] == 'snapshot'
         assert server.client().dbsize() == 250
     finally:
+        sshd.stop()
         server.stop()
         try:
             with open(os.path.join(base, 'r.pid')) as handle:
