@@ -33,7 +33,9 @@ description:
     installed as the base of a fresh multi-part AOF. A failed restore puts the previous files
     back and starts Redis again.
   - O(state=imported) takes a snapshot shipped to this host (the backup host) into
-    O(backup_dir), verifying its sha256 against the source manifest O(entry) on arrival.
+    O(backup_dir), verifying its sha256 against the source manifest O(entry) on arrival. The
+    host command C(codeb-backup receive), the forced SSH command the cron job ships to
+    (C(codeb-backup redis-snapshot --ship), C(codeb-backup redis-ship)), runs the same import.
   - A lock per O(backup_dir) makes a second concurrent run wait O(lock_timeout) seconds, then
     fail clearly. Every snapshot and restore writes node_exporter textfile metrics (kinds
     C(redis_rdb), C(redis_aof), C(redis_restore)).
