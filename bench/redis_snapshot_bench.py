@@ -7,6 +7,9 @@ Run from the repository root (as root on Debian 12, redis-server installed):
 
 Before every run new keys are written, so a copy is *fresh* only if it holds the dataset as
 it was when the run started (its key count, read by redis-check-rdb, equals DBSIZE then).
+"BGSAVE s" is the time from our request until INFO reports the save finished (what any
+correct script must wait for); "early" says whether the copy and check started as soon as
+the save's file appeared, before that report (see redis_snapshot._EarlyCopy).
 Scenario "normal": Redis's own BGSAVE speed. Scenario "slow save": rdb-key-save-delay makes
 the BGSAVE take longer than 5 s (a big dataset on a busy disk), where the seed copies the
 previous file. Prints wall times, the BGSAVE duration, freshness and the ratio.
@@ -67,17 +70,18 @@ def round_trip(server, work, label, index):
     return dict(seed_wall=seed_wall, seed_fresh=seed_keys == expected, seed_keys=seed_keys,
                 expected=expected, ours_wall=ours_wall, ours_fresh=entry['keys'] == expected_ours,
                 ours_keys=entry['keys'], expected_ours=expected_ours,
-                bgsave=entry['bgsave_seconds'], size=entry['size_bytes'])
+                bgsave=entry['bgsave_seconds'], size=entry['size_bytes'],
+                early=entry.get('early_copy', False))
 
 
 def report(label, rows):
     print('\n== %s (%d rounds) ==' % (label, len(rows)))
-    header = ('round', 'seed s', 'fresh', 'ours s', 'fresh', 'BGSAVE s')
-    print('%-6s %10s %8s %10s %8s %10s' % header)
+    header = ('round', 'seed s', 'fresh', 'ours s', 'fresh', 'BGSAVE s', 'ours-BGSAVE', 'early')
+    print('%-6s %10s %8s %10s %8s %10s %12s %6s' % header)
     for i, row in enumerate(rows):
-        print('%-6d %10.2f %8s %10.2f %8s %10.2f' % (i, row['seed_wall'], row['seed_fresh'],
-                                                     row['ours_wall'], row['ours_fresh'],
-                                                     row['bgsave']))
+        print('%-6d %10.2f %8s %10.2f %8s %10.2f %12.2f %6s' % (
+            i, row['seed_wall'], row['seed_fresh'], row['ours_wall'], row['ours_fresh'],
+            row['bgsave'], row['ours_wall'] - row['bgsave'], row['early']))
     seed = statistics.median(r['seed_wall'] for r in rows)
     ours = statistics.median(r['ours_wall'] for r in rows)
     bgsave = statistics.median(r['bgsave'] for r in rows)

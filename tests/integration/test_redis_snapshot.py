@@ -597,3 +597,54 @@ def test_aof_rewrite_setting_is_put_back_when_the_copy_fails(redis_factory, tmp_
     live = server.client().config_get('auto-aof-rewrite-percentage')
     assert live['auto-aof-rewrite-percentage'] == '77'
     assert not [n for n in os.listdir(tmp_path / 'b') if not n.startswith('.')]
+
+
+def test_early_copy_is_kept_only_when_info_confirms_that_one_save(redis_factory, tmp_path):
+    """The copy started when a new dump.rdb appears is committed only if INFO then says
+    exactly one save finished since the request and dump.rdb is still that file."""
+    server = redis_factory(appendonly=False)
+    client = server.client()
+    client.set('a', 1)
+    client.save()
+    source = os.path.join(server.base, 'dump.rdb')
+    backup = tmp_path / 'b'
+    backup.mkdir()
+    ok = {'rdb_saves': 1, 'rdb_last_bgsave_status': 'ok'}
+
+    def new_save(value):
+        client.set('a', value)
+        client.save()  # renames a new file over dump.rdb, as a BGSAVE's child does
+
+    for info, retried in (({'rdb_saves': 2, 'rdb_last_bgsave_status': 'ok'}, False),
+                          (dict(ok, rdb_last_bgsave_status='err'), False), (ok, True)):
+        final = str(backup / 'dump-2026-01-07T10:00:00.rdb')
+        early = core._EarlyCopy(source, final)
+        early.arm()
+        early.poll()
+        assert early.source is None, 'nothing to copy before the file changes'
+        new_save(2)
+        early.poll()
+        assert early.source is not None
+        assert early.take(0, info, retried) is None
+        early.discard()
+        assert os.listdir(backup) == [], 'a refused early copy leaves nothing'
+
+    # replaced again after the copy started: not the confirmed file -> refused
+    early = core._EarlyCopy(source, str(backup / 'x.rdb'))
+    early.arm()
+    new_save(3)
+    early.poll()
+    new_save(4)
+    assert early.take(0, ok, False) is None
+    early.discard()
+    assert os.listdir(backup) == []
+
+    early = core._EarlyCopy(source, str(backup / 'y.rdb'))
+    early.arm()
+    new_save(5)
+    early.poll()
+    sha, size, keys, _expires = early.take(0, ok, False)
+    early.discard()
+    assert os.listdir(backup) == ['y.rdb']
+    assert sha == _sha(str(backup / 'y.rdb')) == _sha(source) and keys == 1
+    assert size == os.path.getsize(source)
