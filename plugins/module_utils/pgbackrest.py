@@ -38,6 +38,9 @@ DEFAULT_PG_LOG = '/var/log/postgresql/postgresql-15-main.log'
 DEFAULT_SOCKET = '/var/run/postgresql'
 DEFAULT_SCRATCH_ROOT = '/opt/codeb/pitr-scratch'
 DEFAULT_SCRATCH_PORT = 5499
+# How often archiving and promotion are polled: each poll is one short psql, and a restore
+# waits for both, so a coarse interval adds straight to its time.
+POLL_SECONDS = 0.1
 DEFAULT_LOCK_DIR = '/run/lock'
 SCRATCH_MARKER = '.codeb-pitr-scratch'
 
@@ -231,7 +234,7 @@ def flush_archive(port=5432, socket=DEFAULT_SOCKET, run_as=DEFAULT_PG_USER,
                 'failed %s): check the backup host and `pgbackrest check`'
                 % (segment, timeout, last or 'none', failed, last_failed or 'none'),
                 param='timeout')
-        time.sleep(0.5)
+        time.sleep(POLL_SECONDS)
 
 
 # ---------------------------------------------------------------- backups
@@ -323,7 +326,7 @@ def _wait_promoted(port, socket, run_as, pg_bin, timeout, alive=None, log=None,
                 return psql('SELECT timeline_id FROM pg_control_checkpoint()', **kwargs)
         except BackupError as exc:
             last_error = exc.msg
-        time.sleep(0.5)
+        time.sleep(POLL_SECONDS)
     raise BackupError('PostgreSQL did not finish recovery within %s s (last error: %s); see its '
                       'log' % (timeout, last_error), param='timeout')
 
@@ -345,13 +348,15 @@ def _log_size(path):
 
 
 def plan_restore(stanza, target=None, target_time=None, restore_to='in_place',
-                 pgbackrest_user=DEFAULT_PG_USER, config=None, archived_until=None):
-    """Validate everything and return the plan; raises before anything is touched."""
+                 pgbackrest_user=DEFAULT_PG_USER, config=None, archived_until=None, info=None):
+    """Validate everything and return the plan; raises before anything is touched.
+    ``info`` is the stanza's info when the caller already has it (saves a repository call)."""
     target, moment = validate_target(target, target_time)
     if restore_to not in RESTORE_TO:
         raise BackupError('restore_to must be one of %s; got %r' % (', '.join(RESTORE_TO), restore_to),
                           param='restore_to')
-    info = stanza_info(stanza, run_as=pgbackrest_user, config=config)
+    if info is None:
+        info = stanza_info(stanza, run_as=pgbackrest_user, config=config)
     earliest, newest_stop = window_from_info(dict(info, name=stanza))
     latest = archived_until or naming.utcnow()
     if moment is not None:
@@ -385,14 +390,16 @@ def restore(stanza, target=None, target_time=None, restore_to='in_place', check_
     if restore_to == 'scratch':
         scratch_path = scratch_path or os.path.join(DEFAULT_SCRATCH_ROOT, stanza)
         _check_scratch_path(scratch_path)
-    flushed = None
+    flushed = info = None
     if restore_to == 'in_place' and not check_mode and pg_is_running(pg_port, pg_socket, pg_bin):
         # validate first (cheap, read-only), then make the window reach "now"
-        plan_restore(stanza, target, target_time, restore_to, user, config, archived_until)
+        validate_target(target, target_time)  # a malformed time before any repository call
+        info = stanza_info(stanza, run_as=user, config=config)
+        plan_restore(stanza, target, target_time, restore_to, user, config, archived_until, info)
         flushed, _segment = flush_archive(pg_port, pg_socket, pg_user, pg_bin, timeout=timeout,
                                           login_user=login_user)
         archived_until = flushed
-    plan = plan_restore(stanza, target, target_time, restore_to, user, config, archived_until)
+    plan = plan_restore(stanza, target, target_time, restore_to, user, config, archived_until, info)
     data_dir = pg_data if restore_to == 'in_place' else scratch_path
     result = dict(plan, changed=True, data_directory=data_dir,
                   port=pg_port if restore_to == 'in_place' else scratch_port)
