@@ -36,6 +36,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, naming
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
@@ -369,7 +370,6 @@ def _put(target, channel, directory, path, entry):
     read_fd, write_fd = os.pipe()
     # ssh reads the header and then the file from one pipe; a writer thread feeds it so a
     # large file never sits in memory.
-    import threading
     failure = {}
 
     def feed():
@@ -405,7 +405,8 @@ def add_target_arguments(parser, prefix='ship'):
 
 
 def target_from_args(args, prefix='ship'):
-    get = lambda name: getattr(args, '%s_%s' % (prefix, name))  # noqa: E731
+    def get(name):
+        return getattr(args, '%s_%s' % (prefix, name))
     return Target(host=get('host') or None, user=get('user'), port=get('port'),
                   key_file=get('key'), known_hosts=get('known_hosts'))
 

@@ -24,6 +24,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manif
 from helpers.ansible_runner import ROOT
 from helpers.sshd import SshServer, cli_wrapper
 
+
 @pytest.fixture
 def backup_host(tmp_path):
     """A "backup host": sshd whose only authorized key runs `codeb-backup receive`."""
@@ -128,8 +129,8 @@ def test_damaged_in_transit_is_refused_and_nothing_stored(redis_factory, backup_
     assert os.listdir(os.path.join(remote, ship.INCOMING)) == [ship.LOCK_NAME]
 
 
-def test_kill_9_of_ssh_mid_stream_leaves_nothing_final_and_retry_ships(redis_factory, backup_host,
-                                                                      tmp_path):
+def test_kill_9_of_ssh_mid_stream_leaves_nothing_final_and_retry_ships(
+        redis_factory, backup_host, tmp_path):
     server = redis_factory(appendonly=False, extra_config={'enable-debug-command': 'yes'})
     server.client().execute_command('DEBUG', 'POPULATE', 200000, 'big', 100)
     local = tmp_path / 'storage'

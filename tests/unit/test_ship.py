@@ -38,8 +38,8 @@ def _held(directory):
 ship.register_channel('unit_store', held=_held, accept=_store, options=dict(suffix=str))
 
 
-def _stream(entry=ENTRY, data=DATA):
-    return io.BytesIO((json.dumps(dict(entry=entry)) + '\n').encode() + data)
+def _stream(entry=None, data=DATA):
+    return io.BytesIO((json.dumps(dict(entry=entry or ENTRY)) + '\n').encode() + data)
 
 
 def _receive(tmp_path, command, stream=None, **kwargs):
