@@ -50,6 +50,22 @@ def test_role_installs_command_idempotently(tmp_path):
     assert 'codeb-backup' in proc.stdout
 
 
+def test_outdated_stamp_reinstalls_the_core(tmp_path):
+    """The copy is skipped only while the stamp matches the collection's core: an old
+    stamp (another release was installed) brings every file back."""
+    (tmp_path / 'bin').mkdir()
+    rc, _out, err = _apply_role(tmp_path, host_cli_install_packages=False)
+    assert rc == 0, err
+    installed = tmp_path / 'lib' / 'ansible_collections' / 'codeb' / 'backup' / 'plugins' / 'module_utils'
+    original = (installed / 'cli.py').read_bytes()
+    (installed / 'cli.py').unlink()
+    (tmp_path / 'lib' / 'core.sha256').write_text('0' * 64 + '\n')
+    rc, out, err = _apply_role(tmp_path, host_cli_install_packages=False)
+    assert rc == 0, err
+    assert _stats(out)['changed'] >= 2  # the file and the stamp
+    assert (installed / 'cli.py').read_bytes() == original
+
+
 def test_command_rejects_unknown_subcommand(tmp_path):
     (tmp_path / 'bin').mkdir()
     rc, _out, err = _apply_role(tmp_path, host_cli_install_packages=False)
