@@ -1,0 +1,48 @@
+"""The standby after test_30's in-place PITR: the primary is on a new timeline branched in the
+past, the standby replayed past the branch point and cannot follow. setup-backup.yml sees
+that and re-seeds it with a delta restore from the repository; a second run leaves it alone."""
+
+import time
+
+from conftest import failure, run_playbook, sql, task_results
+from test_15_standby import (assert_row_replicates, assert_streaming, primary_timeline,
+                             receiver_status, standby_sql)
+
+
+def changed_hosts(parsed):
+    return {host: stats['changed'] for host, stats in parsed.get('stats', {}).items() if stats['changed']}
+
+
+def test_standby_cannot_follow_the_new_timeline(storage, backup):
+    """Precondition (fails if test_30 did not move the primary to a timeline the standby
+    cannot follow): for 20 s the standby never streams on the primary's timeline."""
+    tli = primary_timeline(storage)
+    assert tli > 1, 'no in-place PITR happened before this test'
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert receiver_status(backup) != 'streaming:%d' % tli
+        time.sleep(1)
+
+
+def test_setup_backup_reseeds_the_standby_on_the_new_timeline(storage, backup):
+    rc, out, err = run_playbook('setup-backup.yml', {})
+    assert rc == 0, (failure(out), err)
+    seeded = [r for name, r in task_results(out, 'backup') if name == 'Restore the standby from the repository (delta)']
+    assert seeded and seeded[0]['changed'], 'the standby was not re-seeded'
+    assert '--delta' in seeded[0]['cmd'] and '--type=standby' in seeded[0]['cmd']
+    assert_streaming(storage, backup)
+    # the standby now holds the primary's history, not the dead branch
+    assert_row_replicates(storage, backup)
+    count = sql(storage, 'SELECT count(*) || \'|\' || max(i) FROM pitr')
+    deadline = time.monotonic() + 60
+    while standby_sql(backup, 'SELECT count(*) || \'|\' || max(i) FROM pitr') != count:
+        assert time.monotonic() < deadline, 'standby pitr table differs from the primary'
+        time.sleep(0.5)
+
+
+def test_second_run_leaves_the_streaming_standby_alone(storage, backup):
+    pid = standby_sql(backup, 'SELECT pid FROM pg_stat_wal_receiver')
+    rc, out, err = run_playbook('setup-backup.yml', {})
+    assert rc == 0, (failure(out), err)
+    assert changed_hosts(out) == {}, changed_hosts(out)
+    assert standby_sql(backup, 'SELECT pid FROM pg_stat_wal_receiver') == pid
