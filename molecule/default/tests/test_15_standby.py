@@ -52,6 +52,7 @@ def assert_row_replicates(storage, backup, timeout=120):
                  'ts timestamptz NOT NULL DEFAULT clock_timestamp())')
     token = uuid.uuid4().hex
     sql(storage, "INSERT INTO standby_probe(token) VALUES ('%s')" % token)
+
     def visible():
         if standby_sql(backup, "SELECT to_regclass('standby_probe') IS NULL") == 't':
             return False  # the table itself has not been replayed yet
