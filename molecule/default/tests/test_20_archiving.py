@@ -73,7 +73,13 @@ def test_backup_host_outage_leaves_no_gap(storage, backup):
         subprocess.run(['podman', 'start', 'backup'], check=True, capture_output=True)
     # wait until the restarted host has booted; 'degraded' (a unit that is not ours
     # failed) still lets the repository answer, which the checks below prove
-    boot = backup.run('systemctl is-system-running --wait')
+    # (right after `podman start`, systemctl may find no bus yet: ask again until it answers)
+    deadline = time.monotonic() + 180
+    while True:
+        boot = backup.run('systemctl is-system-running --wait')
+        if boot.stdout.strip() in ('running', 'degraded') or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert boot.stdout.strip() in ('running', 'degraded'), boot.stdout + boot.stderr
     segment = storage.check_output(FLUSH % 300)
     assert ready_segments(storage) == 0
