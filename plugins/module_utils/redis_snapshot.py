@@ -153,8 +153,9 @@ def _info(client):
     return client.info('persistence')
 
 
-def _wait(client, ready, timeout, what):
-    """Poll INFO persistence until ``ready(info)``; return that info."""
+def _wait(client, ready, timeout, what, on_poll=None, interval=None):
+    """Poll INFO persistence until ``ready(info)``; return that info. ``on_poll()`` runs
+    between the round trips."""
     deadline = time.monotonic() + timeout
     while True:
         info = _info(client)
@@ -164,7 +165,9 @@ def _wait(client, ready, timeout, what):
             raise BackupError('timed out after %s s waiting for %s on Redis at %s; raise '
                               'timeout if the dataset is large' % (timeout, what, client.codeb_where),
                               param='timeout')
-        time.sleep(_POLL)
+        if on_poll is not None:
+            on_poll()
+        time.sleep(_POLL if interval is None else interval)
 
 
 def server_layout(client, data_dir=None):
@@ -341,22 +344,6 @@ def _copy_open_file(source, target_path):
     return digest.hexdigest(), size
 
 
-def _wait_polling(client, ready, timeout, what, on_poll=None, interval=_POLL):
-    """``_wait`` that calls ``on_poll()`` between the INFO round trips."""
-    deadline = time.monotonic() + timeout
-    while True:
-        info = _info(client)
-        if ready(info):
-            return info
-        if time.monotonic() >= deadline:
-            raise BackupError('timed out after %s s waiting for %s on Redis at %s; raise '
-                              'timeout if the dataset is large' % (timeout, what, client.codeb_where),
-                              param='timeout')
-        if on_poll is not None:
-            on_poll()
-        time.sleep(interval)
-
-
 def bgsave_fresh(client, timeout=DEFAULT_TIMEOUT, watcher=None):
     """Make Redis write an RDB that contains every write acknowledged before this call.
 
@@ -396,7 +383,7 @@ def bgsave_fresh(client, timeout=DEFAULT_TIMEOUT, watcher=None):
             and int(info.get('aof_rewrite_in_progress', 0)) == 0
             and time.monotonic() - started > 1)
 
-    info = _wait_polling(client, done, max(1.0, timeout - (time.monotonic() - started)),
+    info = _wait(client, done, max(1.0, timeout - (time.monotonic() - started)),
                          'BGSAVE to finish', on_poll=watcher.poll if watcher else None,
                          interval=_SAVE_POLL)
     if info.get('rdb_last_bgsave_status') != 'ok' or int(info['rdb_last_save_time']) < requested:
