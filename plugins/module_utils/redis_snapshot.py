@@ -384,8 +384,8 @@ def bgsave_fresh(client, timeout=DEFAULT_TIMEOUT, watcher=None):
             and time.monotonic() - started > 1)
 
     info = _wait(client, done, max(1.0, timeout - (time.monotonic() - started)),
-                         'BGSAVE to finish', on_poll=watcher.poll if watcher else None,
-                         interval=_SAVE_POLL)
+                 'BGSAVE to finish', on_poll=watcher.poll if watcher else None,
+                 interval=_SAVE_POLL)
     if info.get('rdb_last_bgsave_status') != 'ok' or int(info['rdb_last_save_time']) < requested:
         raise BackupError('BGSAVE on Redis at %s failed (rdb_last_bgsave_status:%s); see the '
                           'Redis log (disk full? permissions of dir?)' % (
