@@ -27,8 +27,11 @@ def test_standby_cannot_follow_the_new_timeline(storage, backup):
 def test_setup_backup_reseeds_the_standby_on_the_new_timeline(storage, backup):
     rc, out, err = run_playbook('setup-backup.yml', {})
     assert rc == 0, (failure(out), err)
-    seeded = [r for name, r in task_results(out, 'backup') if name == 'Restore the standby from the repository (delta)']
-    assert seeded and seeded[0]['changed'], 'the standby was not re-seeded'
+    # role task names come as '<role> : <task>'
+    seeded = [r for name, r in task_results(out, 'backup')
+              if name.endswith('Restore the standby from the repository (delta)')]
+    assert seeded and seeded[0]['changed'], ('the standby was not re-seeded',
+                                             [name for name, _r in task_results(out, 'backup')][-20:])
     assert '--delta' in seeded[0]['cmd'] and '--type=standby' in seeded[0]['cmd']
     assert_streaming(storage, backup)
     # the standby now holds the primary's history, not the dead branch
