@@ -1,6 +1,7 @@
 # Copyright: codeb.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""WAL archiving and PITR restore: our way against the naive way, side by side, one run.
+"""WAL archiving and RPO: our way against the naive way, side by side, one run.
+(The PITR restore comparison is bench/pitr_restore_bench.py.)
 
 Needs the molecule containers up and converged (storage, backup):
     scripts/molecule.sh converge && CONTAINERS_CONF=molecule/containers.conf \
@@ -9,14 +10,12 @@ Needs the molecule containers up and converged (storage, backup):
 1. Archiving: the same WAL (N segments of incompressible rows) archived over the same SSH
    link by pgBackRest async archive-push (our archive_command) and by the seed's
    `rsync -a %p backup:/…/%f`. Prints segments/s, the largest .ready backlog, and the ratio.
-2. Restore: `playbooks/restore.yml -e target=latest -e restore_to=scratch` against the raw
-   pgBackRest commands it wraps (restore into a directory, start, wait for promotion).
 
 RPO, archiving only against the streaming standby (needs the standby, `codeb_pg_standby:
 true`, as molecule/default sets it):
     CONTAINERS_CONF=molecule/containers.conf .venv/bin/python bench/pgbackrest_bench.py rpo [seconds]
 
-3. A steady small write load on the primary (one row per 0.2 s, own transaction each) for
+2. A steady small write load on the primary (one row per 0.2 s, own transaction each) for
    ``seconds`` (default 150). For every row: the time from its commit until the WAL segment
    holding it is in the repository (pg_stat_archiver.last_archived_wal; archive_command is
    pgBackRest's async push, which reports a segment archived once the repository has it) —
@@ -28,12 +27,10 @@ true`, as molecule/default sets it):
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_DIR = '/opt/codeb/wal-archive-seed'
 
 
@@ -86,12 +83,6 @@ def set_archive_command(command):
 
 def sql_literal(text):
     return "'" + text.replace("'", "''") + "'"
-
-
-def timed(argv, env=None):
-    started = time.monotonic()
-    subprocess.run(argv, check=True, capture_output=True, env=env, cwd=ROOT)
-    return time.monotonic() - started
 
 
 RPO_PRIMARY = r"""
@@ -256,35 +247,6 @@ def main():
     print('  throughput ratio ours/seed    : %.2fx' % (seed / ours))
     repo = sh('backup', 'du -sb /opt/codeb/pgbackrest/archive | cut -f1')
     print('  repository archive size now   : %d MiB' % (int(repo) // 2**20))
-
-    print('restore: playbooks/restore.yml target=latest restore_to=scratch vs raw pgbackrest')
-    bindir = os.path.dirname(sys.executable)
-    inventory = sorted(__import__('glob').glob(os.path.expanduser('~/.ansible/tmp/molecule.*.default/inventory')))[-1]
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.collections'))
-    ours_restore = timed([os.path.join(bindir, 'ansible-playbook'), '-i', inventory,
-                          'playbooks/restore.yml', '-e', 'target=latest', '-e', 'restore_to=scratch'], env)
-    raw_dir = '/opt/codeb/pitr-raw'
-    raw = ("set -e; runuser -u pgbackrest -- bash -c 'set -e; "
-           "pg_ctl=/usr/lib/postgresql/15/bin/pg_ctl; [ -f %(d)s/postmaster.pid ] && $pg_ctl -D %(d)s -m immediate stop || true; "
-           "rm -rf %(d)s; mkdir -m 700 %(d)s; "
-           "pgbackrest --stanza=codeb --reset-pg1-host --pg1-path=%(d)s --archive-mode=off restore; "
-           "touch %(d)s/postgresql.conf %(d)s/pg_hba.conf %(d)s/pg_ident.conf; echo \"local all all trust\" > %(d)s/pg_hba.conf; "
-           "$pg_ctl -D %(d)s -l %(d)s/log -w -o \"-h \\\"\\\" -p 5498 -k %(d)s -c hot_standby=off\" start; "
-           "for i in $(seq 3000); do "
-           "[ \"$(psql -h %(d)s -p 5498 -U postgres -d postgres -Atc \"select pg_is_in_recovery()\" 2>/dev/null)\" = f ] "
-           "&& exit 0; sleep 0.2; done; exit 1'"
-           % {'d': raw_dir})
-    started = time.monotonic()
-    sh('backup', raw)
-    raw_restore = time.monotonic() - started
-    sh('backup', "runuser -u pgbackrest -- /usr/lib/postgresql/15/bin/pg_ctl -D %s -m fast stop; rm -rf %s"
-       % (raw_dir, raw_dir))
-    size = sh('backup', 'du -sb /opt/codeb/pitr-scratch/codeb | cut -f1')
-    print('  restore.yml (validate, flush WAL, restore, start, wait): %6.1f s' % ours_restore)
-    print('  raw pgbackrest restore + pg_ctl start + wait          : %6.1f s' % raw_restore)
-    print('  ratio restore.yml/raw                                 : %.2fx  (data dir %d MiB)'
-          % (ours_restore / raw_restore, int(size) // 2**20))
 
 
 if __name__ == '__main__':
