@@ -19,7 +19,8 @@ def inventory():
     path = os.environ.get('CODEB_MOLECULE_INVENTORY')
     if path and os.path.exists(path):
         return path
-    found = sorted(glob.glob(os.path.expanduser('~/.ansible/tmp/molecule.*.default/inventory')))
+    found = sorted(glob.glob(os.path.expanduser('~/.ansible/tmp/molecule.*.default/inventory')),
+                   key=os.path.getmtime)
     if not found:
         raise RuntimeError('no molecule inventory: run through scripts/molecule.sh')
     return found[-1]
