@@ -151,6 +151,17 @@ class RedisServer(object):
         import redis
         return redis.Redis(host=self.host, port=self.port, password=self.password)
 
+    def settle(self):
+        """Wait for the AOF rewrite that turning appendonly on live starts: Redis refuses to
+        shut down while it writes the initial AOF, which would stall stop()."""
+        client = self.client()
+        for _attempt in range(600):
+            info = client.info('persistence')
+            if not int(info['aof_rewrite_in_progress']) and not int(info['aof_rewrite_scheduled']):
+                return
+            time.sleep(0.05)
+        raise AssertionError('the AOF rewrite did not finish')
+
     def _ping(self):
         try:
             return self.client().ping()

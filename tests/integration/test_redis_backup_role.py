@@ -20,18 +20,6 @@ from helpers.servers import RedisServer
 from helpers.sshd import SshServer, cli_wrapper
 
 
-def settle(server):
-    """Wait for the AOF rewrite that turning appendonly on live starts (Redis refuses to
-    shut down while it writes the initial AOF)."""
-    client = server.client()
-    for _attempt in range(600):
-        info = client.info('persistence')
-        if not int(info['aof_rewrite_in_progress']) and not int(info['aof_rewrite_scheduled']):
-            return
-        time.sleep(0.05)
-    raise AssertionError('the AOF rewrite did not finish')
-
-
 def _role_vars(server, tmp_path, **extra):
     return dict({
         'redis_backup_install_cli': False,
@@ -92,7 +80,7 @@ def test_role_templates_applies_live_installs_cron_and_is_idempotent(redis_facto
     assert out['stats']['localhost']['changed'] == 0, 'second run must report changed=0'
 
     # Redis started from the edited files gets the same settings (include + commented lines)
-    settle(server)
+    server.settle()
     server.stop()
     server.start()
     after = server.client().config_get('*')

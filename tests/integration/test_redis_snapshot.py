@@ -56,18 +56,6 @@ def restorable(tmp_path_factory):
             pass
 
 
-def settle(server):
-    """Wait for the AOF rewrite that turning appendonly on live starts: Redis refuses to
-    shut down while it writes the initial AOF, which would stall the fixture's stop."""
-    client = server.client()
-    for _attempt in range(600):
-        info = client.info('persistence')
-        if not int(info['aof_rewrite_in_progress']) and not int(info['aof_rewrite_scheduled']):
-            return
-        time.sleep(0.05)
-    raise AssertionError('the AOF rewrite did not finish')
-
-
 def _sha(path):
     return durable.sha256_file(path)
 
@@ -433,7 +421,7 @@ def test_apply_settings_live_and_idempotent(redis_factory):
     assert emptied['applied'] == ['save'] and server.client().config_get('save')['save'] == ''
     moved = core.apply_settings(conn, {'dir': '/nonexistent'})
     assert moved['restart_required'] == ['dir'] and moved['applied'] == []
-    settle(server)
+    server.settle()
 
 
 # --------------------------------------------------------------------------- the modules
@@ -526,7 +514,7 @@ def test_persistence_module_diff_and_idempotence(redis_factory):
     bad = run_module('codeb.backup.redis_persistence', {'login_port': server.port,
                                                         'settings': {'maxmemory': '1gb'}})
     assert bad['failed'] is True and bad['param'] == 'settings'
-    settle(server)
+    server.settle()
 
 
 def test_manifest_sha_matches_every_file(redis_server, tmp_path):
