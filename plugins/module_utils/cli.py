@@ -15,7 +15,7 @@ import importlib
 import json
 import sys
 
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 # module_utils modules that contribute sub-commands, in help order.
 SUBSYSTEMS = (
@@ -48,9 +48,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)
-    except BackupError as exc:
-        sys.stdout.write(json.dumps(dict(failed=True, **exc.as_result()), sort_keys=True) + '\n')
-        sys.stderr.write('codeb-backup %s: error: %s\n' % (args.command, exc.msg))
+    except Exception as exc:  # cron reads the JSON and the exit code, whatever went wrong
+        error = as_backup_error(exc, 'codeb-backup %s' % args.command)
+        sys.stdout.write(json.dumps(dict(failed=True, **error.as_result()), sort_keys=True,
+                                    default=str) + '\n')
+        sys.stderr.write('codeb-backup %s: error: %s\n' % (args.command, error.msg))
         return 1
     sys.stdout.write(json.dumps(result, indent=2, sort_keys=True, default=str) + '\n')
     return 0

@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 
-from ansible_collections.codeb.backup.plugins.module_utils import durable
+from ansible_collections.codeb.backup.plugins.module_utils import durable, naming
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
 
@@ -42,7 +42,29 @@ class Manifest(object):
                               'Inspect or move it aside.' % (self.path, exc))
         if not isinstance(data, dict) or not isinstance(data.get('entries'), dict):
             raise BackupError('manifest %s has an unknown layout; it was not changed.' % self.path)
+        for key, entry in data['entries'].items():
+            self._check_entry(key, entry)
         return data['entries']
+
+    def _check_entry(self, key, entry):
+        """A manifest is input: an entry whose name could leave the directory is refused
+        before anything opens, renames or deletes it."""
+        try:
+            naming.validate_file_name('file', key)
+            if not isinstance(entry, dict) or entry.get('file') != key:
+                raise BackupError('entry %r does not name itself' % (key,), param='file')
+            if not isinstance(entry.get('time'), str):
+                raise BackupError('entry %r has no time' % (key,), param='file')
+        except BackupError as exc:
+            raise BackupError('manifest %s holds an entry that is not a plain file of %s (%s); '
+                              'nothing was changed. Inspect the manifest: it may have been '
+                              'tampered with.' % (self.path, self.directory, exc.msg),
+                              param='manifest')
+
+    def remove_stale_temps(self):
+        """Remove temporaries of a manifest write a killed run left (``update`` calls it
+        while it holds the manifest's lock)."""
+        return durable.remove_stale_temps(self.directory, os.path.basename(self.path) + '.')
 
     def entries(self):
         """Entries sorted oldest first (by ``time``, then file name)."""
@@ -53,6 +75,7 @@ class Manifest(object):
         """Lock, load, let the caller change the ``{file: entry}`` dict, write it back
         atomically if it changed."""
         with job_lock(self.lock_path, 'manifest update in %s' % self.directory, wait=wait):
+            self.remove_stale_temps()
             entries = self.load()
             before = json.dumps(entries, sort_keys=True)
             yield entries

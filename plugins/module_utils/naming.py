@@ -18,7 +18,11 @@ NAME_MAX = 63  # PostgreSQL's identifier limit; plenty for projects and environm
 _NAME_RE = re.compile(r'\A' + NAME_PATTERN + r'\Z')
 
 TIMESTAMP_FORMAT = '%Y-%m-%dT%H:%M:%S'
-_TIMESTAMP_RE = re.compile(r'\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\Z')
+TIMESTAMP_PATTERN = r'\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}'
+_TIMESTAMP_RE = re.compile(r'\A' + TIMESTAMP_PATTERN + r'\Z')
+# An artifact's file name as recorded in a manifest: one plain component of its directory.
+_FILE_NAME_RE = re.compile(r'\A[A-Za-z0-9_][A-Za-z0-9_.:+-]*\Z')
+FILE_NAME_MAX = 255
 
 
 def validate_name(param, value):
@@ -32,6 +36,18 @@ def validate_name(param, value):
         raise BackupError(
             '%s %r is not allowed: use letters, digits, "_", "-" and "." only, starting with a '
             'letter or digit (no "/", no "..")' % (param, value), param=param)
+    return value
+
+
+def validate_file_name(param, value):
+    """Return ``value`` if it is one plain file name (no directory part, not hidden, no
+    ``..``), else raise. Every name read from a manifest or a request passes here before
+    it is opened, renamed or deleted, so a tampered manifest cannot reach outside its
+    directory."""
+    if not isinstance(value, str) or not value or len(value) > FILE_NAME_MAX \
+            or not _FILE_NAME_RE.match(value) or '..' in value:
+        raise BackupError('%s must be a plain file name inside its directory (letters, digits, '
+                          '"_ . : + -", no "/" or ".."); got %r' % (param, value), param=param)
     return value
 
 
