@@ -57,12 +57,36 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rootfs="$work/rootfs"
-echo "build-image: debootstrap bookworm into $rootfs" >&2
 include=$(IFS=,; echo "${packages[*]}")
-debootstrap --variant=minbase --include="$include" bookworm "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+fail_with_log() {
   tail -n 40 "$work/debootstrap.log" >&2
+  echo "build-image: $1 failed (log above)" >&2
   exit 1
 }
+# Two stages, so that nothing the build host runs can leak into the image. The first stage
+# only downloads and unpacks (it needs the mirror). The second stage runs the packages'
+# maintainer scripts, and those look at the network: postgresql-common's pg_createcluster
+# gives the new 15/main cluster the first port it can bind, so on a host whose own
+# PostgreSQL holds 5432 (e.g. after `make demo`) a one-stage build in a chroot, which
+# shares the host's network, made an image whose cluster is on 5433. The second stage needs
+# no network, so it runs in new, empty network, IPC, UTS and mount namespaces: every port is
+# free there and the image is the same whatever the host runs.
+echo "build-image: debootstrap bookworm (download, unpack) into $rootfs" >&2
+debootstrap --foreign --variant=minbase --include="$include" bookworm "$rootfs" "$mirror" \
+  >"$work/debootstrap.log" 2>&1 || fail_with_log "debootstrap (first stage)"
+echo "build-image: debootstrap second stage (configure) in an isolated network namespace" >&2
+unshare --net --ipc --uts --mount --propagation private \
+  chroot "$rootfs" /debootstrap/debootstrap --second-stage >>"$work/debootstrap.log" 2>&1 \
+  || fail_with_log "debootstrap (second stage)"
+
+# The roles find the cluster's port themselves, but the image is a fixed test fixture:
+# check that it came out as a fresh Debian server's (15/main on 5432), or refuse it.
+cluster_conf="$rootfs/etc/postgresql/15/main/postgresql.conf"
+cluster_port=$(sed -n 's/^port *= *\([0-9]*\).*/\1/p' "$cluster_conf")
+if [ "$cluster_port" != 5432 ]; then
+  echo "build-image: the image's cluster 15/main is on port '${cluster_port}', not 5432 ($cluster_conf)" >&2
+  exit 1
+fi
 
 # A container gets its identity at first boot: no machine-id, no host keys baked in
 # (ssh.service regenerates them via sshd-keygen / ssh-keygen -A below).
