@@ -14,17 +14,31 @@ is reloaded, so traffic stays where it was. If it passes, nginx is reloaded and 
 waits until the master has started workers with the new configuration and told the old ones
 to finish: when it returns, new connections go to the new slot.
 
-The active slot is read from the include's content, never from file times.
+The include is written *before* ``nginx -t`` and the reload, so on its own it says what
+nginx will serve after its next reload, not what it serves now: a switch killed between
+the rename and the reload leaves an include nginx never loaded. So only after nginx has
+reloaded successfully does a switch record what it applied: ``<state_dir>/<project>.applied.json``
+holds the slot and the sha256 (and text) of the include nginx was reloaded with. A switch
+decides "nothing to do" only when the include and that record agree; if they disagree, or
+there is no record, it tests and reloads again. ``traffic-status`` reports the recorded
+slot, and says so when the include is ahead of it. If the record cannot be written after a
+reload, the previous include is put back and nginx reloaded again, so the record stays true.
+
+The active slot is read from the include's content and the applied record, never from file
+times.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
 import os
 import re
 import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, process
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, as_backup_error
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
 from ansible_collections.codeb.backup.plugins.module_utils.naming import validate_name
 
@@ -33,6 +47,7 @@ DEFAULT_NGINX_BINARY = '/usr/sbin/nginx'
 DEFAULT_NGINX_CONF = '/etc/nginx/nginx.conf'
 DEFAULT_PID_FILE = '/run/nginx.pid'
 DEFAULT_RELOAD_TIMEOUT = 10.0
+DEFAULT_STATE_DIR = '/var/lib/codeb-backup/traffic'
 SLOTS = ('blue', 'green')
 _MARKER_RE = re.compile(r'^# codeb-active-slot: (\S+)\s*$', re.M)
 _PROXY_RE = re.compile(r'^\s*proxy_pass\s+http://codeb_(\S+)_(blue|green);\s*$', re.M)
@@ -45,6 +60,101 @@ def upstream_name(project, slot):
 def include_path(include_dir, project):
     validate_name('project', project)
     return os.path.join(include_dir, '%s-active.conf' % project)
+
+
+def applied_path(state_dir, project):
+    validate_name('project', project)
+    return os.path.join(state_dir, '%s.applied.json' % project)
+
+
+def _sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def remove_own_temps(directory, final_name):
+    """Remove the temporaries a killed write of ``final_name`` left in ``directory``
+    (``.tmp-<final_name>.<random>``, exactly: never another file's). Call under the lock
+    that serialises writes of ``final_name``. Returns the names removed."""
+    pattern = re.compile(r'\A%s%s\.[a-z0-9_]+\Z' % (re.escape(durable.TEMP_PREFIX),
+                                                    re.escape(final_name)))
+    if not os.path.isdir(directory):
+        return []
+    removed = [name for name in sorted(os.listdir(directory)) if pattern.match(name)]
+    for name in removed:
+        durable.discard(os.path.join(directory, name))
+    if removed:
+        durable.fsync_dir(directory)
+    return removed
+
+
+def read_applied(state_dir, project):
+    """The record of the last switch nginx applied (dict with ``slot``, ``sha256``,
+    ``include``), or None if there is none. A damaged record is no evidence either: None
+    (the next switch then tests and reloads again)."""
+    path = applied_path(state_dir, project)
+    try:
+        with open(path, 'rb') as handle:
+            data = json.loads(handle.read().decode('utf-8'))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get('slot') not in SLOTS \
+            or not isinstance(data.get('sha256'), str) or not isinstance(data.get('include'), str) \
+            or _sha256(data['include'].encode()) != data['sha256']:
+        return None
+    return data
+
+
+def _write_applied(state_dir, project, slot, include_bytes, master):
+    durable.ensure_dir(state_dir, mode=0o755)
+    remove_own_temps(state_dir, os.path.basename(applied_path(state_dir, project)))
+    durable.atomic_write_json(applied_path(state_dir, project), {
+        'project': project, 'slot': slot, 'sha256': _sha256(include_bytes),
+        'include': include_bytes.decode(), 'nginx_master_pid': master,
+        'appliedAt': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+    }, mode=0o644)
+
+
+def _read_bytes(path):
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def status(include_dir, project, state_dir=DEFAULT_STATE_DIR):
+    """What nginx serves for ``project``, as far as a completed switch recorded it.
+
+    ``slot`` is the slot of the last switch nginx applied (None when no switch was ever
+    recorded); ``include_slot`` what the include says (what nginx loads on its next reload);
+    ``in_sync`` whether the two are the same file.
+    """
+    path = include_path(include_dir, project)
+    include_slot = read_active(include_dir, project)
+    include_bytes = _read_bytes(path)
+    applied = read_applied(state_dir, project)
+    in_sync = bool(applied and include_bytes is not None
+                   and applied['sha256'] == _sha256(include_bytes)
+                   and applied['slot'] == include_slot)
+    served = applied['slot'] if applied else None
+    if in_sync:
+        msg = 'nginx serves slot %s of project %s' % (served, project)
+    elif applied:
+        msg = ('nginx serves slot %s of project %s (the last switch it applied), but the '
+               'include says %s: a switch was interrupted before nginx reloaded. Finish or undo '
+               'it: codeb-backup traffic-switch --project %s --slot %s|%s'
+               % (served, project, include_slot or 'nothing', project,
+                  include_slot or served, served))
+    elif include_slot:
+        msg = ('no completed switch of project %s is recorded in %s: nginx serves slot %s only '
+               'if it has reloaded since the include was written. Confirm with codeb-backup '
+               'traffic-switch --project %s --slot %s' % (project, state_dir, include_slot,
+                                                          project, include_slot))
+    else:
+        msg = 'project %s has no active include yet' % project
+    return {'project': project, 'slot': served, 'include_slot': include_slot,
+            'in_sync': in_sync, 'include': path, 'applied': applied_path(state_dir, project),
+            'msg': msg}
 
 
 def render_include(project, slot):
@@ -149,11 +259,15 @@ def reload(nginx, pid_file, timeout=DEFAULT_RELOAD_TIMEOUT):
 
 def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_NGINX_BINARY,
            nginx_conf=DEFAULT_NGINX_CONF, nginx_prefix=None, pid_file=DEFAULT_PID_FILE,
-           check_mode=False, lock_timeout=60.0, reload_timeout=DEFAULT_RELOAD_TIMEOUT):
+           check_mode=False, lock_timeout=60.0, reload_timeout=DEFAULT_RELOAD_TIMEOUT,
+           state_dir=DEFAULT_STATE_DIR):
     """Point project's traffic at ``slot``. Returns a result dict.
 
-    In check mode nothing is written: it reports whether the switch would change anything
-    and runs ``nginx -t`` on the current configuration, failing if nginx would refuse it.
+    Nothing to do only when the include points at ``slot`` *and* the applied record says
+    nginx was reloaded with exactly that include; otherwise the include is (re)written,
+    tested and nginx reloaded. In check mode nothing is written: it reports whether the
+    switch would change anything and runs ``nginx -t`` on the current configuration,
+    failing if nginx would refuse it.
     """
     _validate(project, slot)
     started = time.monotonic()
@@ -163,27 +277,33 @@ def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_
         raise BackupError('include_dir %s does not exist; apply the codeb.backup.bluegreen role '
                           'first.' % include_dir, param='include_dir')
     if check_mode:
-        previous = read_active(include_dir, project)
-        if previous != slot:
+        now = status(include_dir, project, state_dir)
+        changed = not (now['include_slot'] == slot and now['in_sync'])
+        previous = now['slot'] if now['slot'] else now['include_slot']
+        if changed:
             ok, output = nginx_test(nginx)
             if not ok:
                 raise BackupError('nginx -t fails on the current configuration, so a switch of '
                                   'project %s to %s would be refused: %s' % (project, slot, output),
                                   param='nginx_conf')
-        return _result(project, slot, previous, path, previous != slot, started)
+        return _result(project, slot, previous, path, changed, started)
     with job_lock(os.path.join(include_dir, '.%s-switch.lock' % project),
                   'traffic switch of project %s' % project, wait=lock_timeout):
-        previous = read_active(include_dir, project)
-        if previous == slot:
-            return _result(project, slot, previous, path, False, started)
-        previous_bytes = None
-        if previous:
-            with open(path, 'rb') as handle:
-                previous_bytes = handle.read()
-        durable.atomic_write_bytes(path, render_include(project, slot).encode(), mode=0o644)
+        remove_own_temps(include_dir, os.path.basename(path))
+        now = status(include_dir, project, state_dir)
+        if now['include_slot'] == slot and now['in_sync']:
+            return _result(project, slot, slot, path, False, started)
+        applied = read_applied(state_dir, project)
+        # what nginx is known to serve: put back on failure (a pending include it never
+        # loaded must not stay behind for the next reload to pick up)
+        previous = now['slot'] if applied else now['include_slot']
+        back_bytes = applied['include'].encode() if applied else _read_bytes(path)
+        new_bytes = render_include(project, slot).encode()
+        if _read_bytes(path) != new_bytes:
+            durable.atomic_write_bytes(path, new_bytes, mode=0o644)
         ok, output = nginx_test(nginx)
         if not ok:
-            _put_back(path, previous_bytes)
+            _put_back(path, back_bytes)
             raise BackupError(
                 'nginx -t failed with project %s switched to slot %s, so nothing was reloaded '
                 'and the previous include was put back: traffic stays on %s. Fix the nginx '
@@ -193,10 +313,38 @@ def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_
         try:
             reload(nginx, pid_file, reload_timeout)
         except BackupError as exc:
-            _put_back(path, previous_bytes)
+            _put_back(path, back_bytes)
             raise BackupError('%s The previous include (slot %s) was put back.'
                               % (exc.msg, previous), param=exc.param)
+        try:
+            _write_applied(state_dir, project, slot, new_bytes, _master_pid(pid_file))
+        except Exception as exc:  # nginx serves the new slot, but nothing can say so
+            error = as_backup_error(exc, 'recording the applied switch in %s' % state_dir,
+                                    param='state_dir')
+            _undo_unrecorded(project, slot, previous, path, back_bytes, nginx, pid_file,
+                             reload_timeout, error)
     return _result(project, slot, previous, path, True, started)
+
+
+def _undo_unrecorded(project, slot, previous, path, back_bytes, nginx, pid_file, timeout, error):
+    """The reload worked but its record could not be written: switch nginx back, so the
+    record (still the previous one) stays true, and fail."""
+    try:
+        _put_back(path, back_bytes)
+        if back_bytes is not None:
+            reload(nginx, pid_file, timeout)
+    except Exception as exc:
+        raise BackupError(
+            'DANGER: nginx was switched to slot %s of project %s, but %s, and switching it back '
+            'to %s failed too (%s). nginx may serve either slot; fix the cause and run the '
+            'switch again.' % (slot, project, error.msg, previous,
+                               as_backup_error(exc, 'switching back').msg),
+            param=error.param or 'state_dir')
+    raise BackupError(
+        'the switch of project %s to slot %s could not be recorded: %s. nginx was switched '
+        'back, so traffic stays on %s. Fix the cause, then switch again.'
+        % (project, slot, error.msg, previous or 'nothing (no include existed)'),
+        param=error.param or 'state_dir', **error.details)
 
 
 def _put_back(path, previous_bytes):
@@ -251,11 +399,15 @@ def register_cli(subparsers):
     parser.add_argument('--slot', required=True, choices=SLOTS)
     _nginx_args(parser)
     parser.set_defaults(handler=_cli_switch)
-    status = subparsers.add_parser(
-        'traffic-status', help='show which slot nginx sends a project\'s traffic to')
-    status.add_argument('--project', required=True)
-    status.add_argument('--include-dir', default=DEFAULT_INCLUDE_DIR)
-    status.set_defaults(handler=_cli_status)
+    parser = subparsers.add_parser(
+        'traffic-status', help='show which slot nginx sends a project\'s traffic to',
+        description='The slot of the last switch nginx applied, what the include says, and '
+                    'whether they agree (a switch interrupted before the reload makes them '
+                    'differ; switching again finishes or undoes it).')
+    parser.add_argument('--project', required=True)
+    parser.add_argument('--include-dir', default=DEFAULT_INCLUDE_DIR)
+    parser.add_argument('--state-dir', default=DEFAULT_STATE_DIR)
+    parser.set_defaults(handler=_cli_status)
 
 
 def _nginx_args(parser):
@@ -264,16 +416,18 @@ def _nginx_args(parser):
     parser.add_argument('--nginx-conf', default=DEFAULT_NGINX_CONF)
     parser.add_argument('--nginx-prefix', default=None)
     parser.add_argument('--pid-file', default=DEFAULT_PID_FILE)
+    parser.add_argument('--state-dir', default=DEFAULT_STATE_DIR,
+                        help='where a switch records what nginx applied (default %(default)s)')
 
 
 def _cli_switch(args):
     result = switch(args.project, args.slot, include_dir=args.include_dir,
                     nginx_binary=args.nginx_binary, nginx_conf=args.nginx_conf,
-                    nginx_prefix=args.nginx_prefix, pid_file=args.pid_file)
+                    nginx_prefix=args.nginx_prefix, pid_file=args.pid_file,
+                    state_dir=args.state_dir)
     result.pop('diff', None)
     return result
 
 
 def _cli_status(args):
-    return {'project': args.project, 'slot': read_active(args.include_dir, args.project),
-            'include': include_path(args.include_dir, args.project)}
+    return status(args.include_dir, args.project, args.state_dir)

@@ -21,9 +21,15 @@ description:
     nginx's message.
   - I(state=present) creates the include pointing at I(slot) only when none exists (a
     role's first run); it never switches an existing one and does not reload.
-  - I(state=query) reports the active slot and changes nothing.
-  - The active slot is read from the include's content, never from file times. This module
-    does not change the slot state file; see M(codeb.backup.slot_rollback).
+  - I(state=query) reports the slot nginx serves (the last applied switch) and changes nothing.
+  - The include is written before C(nginx -t) and the reload, so it alone does not tell what
+    nginx serves. Only after a successful reload does the switch record what nginx applied
+    (slot and sha256 of the include) in I(state_dir). A switch changes nothing only when the
+    include and that record agree; a switch killed after writing the include but before the
+    reload therefore is tested and reloaded again by the next run. If the record cannot be
+    written after a reload, the previous include is put back and nginx reloaded again.
+  - The active slot is read from the include's content and that record, never from file
+    times. This module does not change the slot state file; see M(codeb.backup.slot_rollback).
 author:
   - codeb.backup contributors (@codeb)
 options:
@@ -68,6 +74,12 @@ options:
       - nginx's pid file, used to find the master process and see the reload take effect.
     type: path
     default: /run/nginx.pid
+  state_dir:
+    description:
+      - Directory where a switch records, after the reload succeeded, which include nginx
+        applied (C(<project>.applied.json)).
+    type: path
+    default: /var/lib/codeb-backup/traffic
   reload_timeout:
     description:
       - Seconds to wait for nginx to run workers with the new configuration after the reload.
@@ -110,7 +122,9 @@ EXAMPLES = r'''
 
 RETURN = r'''
 slot:
-  description: The slot traffic goes to after the task (for query, the current one; null if there is no include).
+  description: >-
+    The slot traffic goes to after the task. For query, the slot of the last switch nginx applied;
+    null if no switch was ever recorded.
   returned: always
   type: str
   sample: green
@@ -137,6 +151,19 @@ size_bytes:
   description: Size of the include file.
   returned: always
   type: int
+include_slot:
+  description: The slot the include points at (what nginx loads on its next reload).
+  returned: when state is query
+  type: str
+  sample: green
+in_sync:
+  description: Whether the include is the one the last applied switch reloaded nginx with.
+  returned: when state is query
+  type: bool
+msg:
+  description: What nginx serves, and what to do when the include and the applied record disagree.
+  returned: when state is query
+  type: str
 nginx_output:
   description: What C(nginx -t) said when it refused the configuration.
   returned: when nginx -t failed
@@ -163,6 +190,7 @@ def main():
             nginx_conf=dict(type='path', default=traffic.DEFAULT_NGINX_CONF),
             nginx_prefix=dict(type='path'),
             pid_file=dict(type='path', default=traffic.DEFAULT_PID_FILE),
+            state_dir=dict(type='path', default=traffic.DEFAULT_STATE_DIR),
             reload_timeout=dict(type='float', default=traffic.DEFAULT_RELOAD_TIMEOUT),
             lock_timeout=dict(type='float', default=60.0),
         ),
@@ -177,16 +205,16 @@ def main():
                 nginx_binary=p['nginx_binary'], nginx_conf=p['nginx_conf'],
                 nginx_prefix=p['nginx_prefix'], pid_file=p['pid_file'],
                 check_mode=module.check_mode, lock_timeout=p['lock_timeout'],
-                reload_timeout=p['reload_timeout'])
+                reload_timeout=p['reload_timeout'], state_dir=p['state_dir'])
         elif p['state'] == 'present':
             result = traffic.ensure_include(p['project'], p['slot'], include_dir=p['include_dir'],
                                             check_mode=module.check_mode)
         else:
             started = time.monotonic()
-            active = traffic.read_active(p['include_dir'], p['project'])
-            path = traffic.include_path(p['include_dir'], p['project'])
-            result = dict(changed=False, project=p['project'], slot=active, previous_slot=active,
-                          include=path, duration_seconds=round(time.monotonic() - started, 4),
+            now = traffic.status(p['include_dir'], p['project'], p['state_dir'])
+            active, path = now['slot'], now['include']
+            result = dict(now, changed=False, previous_slot=active,
+                          duration_seconds=round(time.monotonic() - started, 4),
                           size_bytes=os.path.getsize(path) if os.path.exists(path) else 0,
                           diff=None)
             if active:

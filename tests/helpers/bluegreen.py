@@ -60,15 +60,18 @@ class App(object):
 class Nginx(object):
     """nginx -p <base> -c <base>/nginx.conf; includes every ``<base>/conf.d/*.conf``."""
 
-    def __init__(self, base):
+    def __init__(self, base, include_dir=None, state_dir=None):
         self.base = base
         self.conf = os.path.join(base, 'nginx.conf')
         self.conf_d = os.path.join(base, 'conf.d')
-        self.include_dir = os.path.join(base, 'bluegreen')
+        # the switched includes, and where a switch records what nginx has applied
+        self.include_dir = include_dir or os.path.join(base, 'bluegreen')
+        self.state_dir = state_dir or os.path.join(base, 'traffic')
         self.pid_file = os.path.join(base, 'nginx.pid')
         self.proc = None
-        for sub in ('conf.d', 'bluegreen', 'tmp', 'logs'):
+        for sub in ('conf.d', 'tmp', 'logs'):
             os.makedirs(os.path.join(base, sub), exist_ok=True)
+        os.makedirs(self.include_dir, exist_ok=True)
         temps = ''.join('    %s_temp_path %s/tmp/%s;\n' % (kind, base, kind)
                         for kind in ('client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'))
         with open(self.conf, 'w') as handle:
@@ -83,7 +86,13 @@ class Nginx(object):
     def module_args(self):
         """traffic_switch options for this nginx."""
         return {'include_dir': self.include_dir, 'nginx_binary': NGINX, 'nginx_conf': self.conf,
-                'nginx_prefix': self.base, 'pid_file': self.pid_file}
+                'nginx_prefix': self.base, 'pid_file': self.pid_file, 'state_dir': self.state_dir}
+
+    def cli_args(self):
+        """The same options for ``codeb-backup traffic-switch``."""
+        return ['--include-dir', self.include_dir, '--nginx-binary', NGINX,
+                '--nginx-conf', self.conf, '--nginx-prefix', self.base,
+                '--pid-file', self.pid_file, '--state-dir', self.state_dir]
 
     def write_site(self, project, listen, blue_port, green_port, initial_slot='blue'):
         """A hand-written equivalent of the bluegreen role's site (for traffic-only tests)."""

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import traffic
+from ansible_collections.codeb.backup.plugins.module_utils import durable, traffic
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from helpers.ansible_runner import run_module
 from helpers.bluegreen import App, Nginx, http_get
@@ -147,3 +147,42 @@ def test_present_creates_only_a_missing_include(site):
     result = traffic.ensure_include('other', 'green', include_dir=nginx.include_dir)
     assert result['changed'] is True
     assert traffic.read_active(nginx.include_dir, 'other') == 'green'
+
+
+def _status(nginx, project='worb'):
+    """What ``codeb-backup traffic-status`` reports, through the host command."""
+    from ansible_collections.codeb.backup.plugins.module_utils import cli
+    parser = cli.build_parser()
+    args = ['traffic-status', '--project', project, '--include-dir', nginx.include_dir]
+    if 'state_dir' in nginx.module_args:
+        args += ['--state-dir', nginx.module_args['state_dir']]
+    parsed = parser.parse_args(args)
+    return parsed.handler(parsed)
+
+
+def test_switch_interrupted_before_the_reload_is_finished_by_the_next_switch(site):
+    """Issue 9 #11: a switch killed after it wrote the include but before nginx reloaded.
+    The include says green, nginx still serves blue; the retry must test and reload, and
+    the status must tell what nginx serves, not what the include says."""
+    nginx, port = site
+    path = os.path.join(nginx.include_dir, 'worb-active.conf')
+    first = traffic.switch('worb', 'blue', **nginx.module_args)
+    assert first['slot'] == 'blue' and http_get(port) == 'blue-v1'
+    # exactly what a switch to green has done when it is killed right after the rename
+    durable.atomic_write_bytes(path, traffic.render_include('worb', 'green').encode(), mode=0o644)
+    assert http_get(port) == 'blue-v1'
+    status = _status(nginx)
+    assert status['slot'] == 'blue', status
+    assert status['include_slot'] == 'green' and status['in_sync'] is False, status
+    result = run_module('codeb.backup.traffic_switch', dict(nginx.module_args, project='worb',
+                                                            slot='green'))
+    assert result.get('failed') is not True, result
+    assert result['changed'] is True and result['previous_slot'] == 'blue', result
+    assert http_get(port) == 'green-v2'
+    status = _status(nginx)
+    assert status['slot'] == 'green' and status['in_sync'] is True, status
+    # and now, really, nothing left to do
+    again = run_module('codeb.backup.traffic_switch', dict(nginx.module_args, project='worb',
+                                                           slot='green'))
+    assert again['changed'] is False, again
+    assert http_get(port) == 'green-v2'
