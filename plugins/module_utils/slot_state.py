@@ -23,7 +23,8 @@ be rolled forward to again) and ``empty`` (never deployed).
 
 Which slot is current is read only from ``activeSlot`` in the file, never from file times.
 Every change is made under the project's lock and written atomically (temp name, fsync,
-rename, directory fsync), and ``generation`` grows by one with each change, so a caller
+rename, directory fsync); the temporaries a killed write left behind are removed by the next
+write, under the same lock. ``generation`` grows by one with each change, so a caller
 that planned against one generation can refuse to record over another.
 """
 
@@ -38,7 +39,9 @@ import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
+from ansible_collections.codeb.backup.plugins.module_utils.traffic import remove_own_temps
 from ansible_collections.codeb.backup.plugins.module_utils.naming import validate_name
 
 DEFAULT_STATE_DIR = '/var/lib/codeb-backup/slots'
@@ -393,8 +396,12 @@ def _finish(state, stamp, event):
 # ------------------------------------------------------------------ locked writers
 
 def write(state_dir, state):
+    """Write ``state`` atomically. Call under the project's lock: it also removes the
+    temporaries of this project's state file that a killed write left (never another's)."""
     durable.ensure_dir(state_dir, mode=0o755)
-    durable.atomic_write_json(state_path(state_dir, state['projectName']), state, mode=0o644)
+    path = state_path(state_dir, state['projectName'])
+    remove_own_temps(state_dir, os.path.basename(path))
+    durable.atomic_write_json(path, state, mode=0o644)
 
 
 def record_deploy(state_dir, project, version, check_mode=False, lock_timeout=60.0, **kwargs):
@@ -431,10 +438,11 @@ def record_rollback(state_dir, project, to_version=None, require=(), rolled_back
         changed, after = plan['changed'], before
     else:
         # Metrics are written once the project is known to exist: a refused rollback of a
-        # real project is a failed attempt; a mistyped project name is not.
+        # real project is a failed attempt; a mistyped project name is not. Job records
+        # status 0 for a failure of any kind (a full disk, a lock timeout, a refusal).
         before = require_state(state_dir, project)
-        ok = False
-        try:
+        with Job('bluegreen_rollback', project, metrics_dir=metrics_dir,
+                 what='recording the rollback of project %s' % project):
             with job_lock(_lock_path(state_dir, project), 'slot state change of project %s'
                           % project, wait=lock_timeout):
                 before = require_state(state_dir, project)
@@ -451,11 +459,6 @@ def record_rollback(state_dir, project, to_version=None, require=(), rolled_back
                                                 safety_redis_snapshot=safety_redis_snapshot)
                 if changed:
                     write(state_dir, after)
-            ok = True
-        finally:
-            if metrics_dir:
-                metrics.write_job_metrics('bluegreen_rollback', project, ok,
-                                          time.monotonic() - started, textfile_dir=metrics_dir)
     result = _result(state_dir, project, changed, before, after, started,
                      slot=plan['target_slot'])
     result['rollback'] = plan

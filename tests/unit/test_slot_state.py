@@ -286,3 +286,60 @@ def test_cli_status(tmp_path):
                                      '--state-dir', str(tmp_path)])
     with pytest.raises(BackupError):
         args.handler(args)
+
+
+def test_next_write_removes_only_this_projects_stale_temporaries(tmp_path):
+    """Issue 9 #15: a write killed before its rename leaves ``.tmp-<project>.json.*``;
+    the next write of that state, under its lock, removes it, and only its own."""
+    _deploy(tmp_path, 'v1')
+    stale = tmp_path / '.tmp-worb.json.k1ll3d_x'
+    stale.write_text('{"half": ')
+    other = tmp_path / '.tmp-worb.json.json.abc123de'   # project "worb.json", mid-write
+    other.write_text('{}')
+    unrelated = tmp_path / '.tmp-worbx.json.abc123de'
+    unrelated.write_text('{}')
+    _deploy(tmp_path, 'v2')
+    names = sorted(os.listdir(str(tmp_path)))
+    assert '.tmp-worb.json.k1ll3d_x' not in names
+    assert '.tmp-worb.json.json.abc123de' in names and '.tmp-worbx.json.abc123de' in names
+    assert slot_state.load(str(tmp_path), 'worb')['green']['version'] == 'v2'
+
+
+def _prom(metrics_dir):
+    with open(os.path.join(str(metrics_dir), 'codeb_backup_bluegreen_rollback_worb.prom')) as fh:
+        return fh.read()
+
+
+def test_rollback_failure_of_any_kind_records_status_0(tmp_path, monkeypatch):
+    """A rollback that fails on a full disk (an OSError, not a BackupError) is a failed
+    attempt in the metrics, and the caller gets a BackupError that says what to do."""
+    import errno
+    from ansible_collections.codeb.backup.plugins.module_utils import durable
+    metrics_dir = tmp_path / 'metrics'
+    state_dir = tmp_path / 'slots'
+    _deploy(state_dir, 'v1')
+    _deploy(state_dir, 'v2')
+    slot_state.record_rollback(str(state_dir), 'worb', metrics_dir=str(metrics_dir))
+    assert 'codeb_backup_last_status{kind="bluegreen_rollback",target="worb"} 1' in _prom(metrics_dir)
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device', path)
+    monkeypatch.setattr(durable, 'atomic_write_json', full)
+    with pytest.raises(BackupError) as info:
+        slot_state.record_rollback(str(state_dir), 'worb', metrics_dir=str(metrics_dir))
+    assert 'full' in info.value.msg
+    monkeypatch.undo()
+    prom = _prom(metrics_dir)
+    assert 'codeb_backup_last_status{kind="bluegreen_rollback",target="worb"} 0' in prom
+    assert 'codeb_backup_last_success_timestamp_seconds' in prom      # kept from the success
+
+
+def test_unwritable_metrics_never_hide_the_rollbacks_own_error(tmp_path):
+    _deploy(tmp_path / 'slots', 'v1')
+    metrics_file = tmp_path / 'not-a-dir'
+    metrics_file.write_text('')
+    with pytest.raises(BackupError) as info:
+        slot_state.record_rollback(str(tmp_path / 'slots'), 'worb',
+                                   metrics_dir=str(metrics_file / 'sub'))
+    assert 'target slot green' in info.value.msg and 'empty' in info.value.msg
+    assert info.value.details.get('metrics_error')
