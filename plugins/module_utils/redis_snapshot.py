@@ -25,7 +25,9 @@ as the base of a fresh multi-part AOF as well. A failed restore puts the previou
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
+import json
 import os
 import re
 import shlex
@@ -38,9 +40,11 @@ import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics, naming
 from ansible_collections.codeb.backup.plugins.module_utils import process, retention, ship
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import (
+    ArtifactError, BackupError, as_backup_error)
+from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
-from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
+from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest as _Manifest
 
 try:
     import redis
@@ -59,7 +63,14 @@ AOF_TAR_DIR = 'appendonlydir'
 LOCK_NAME = '.redis_snapshot.lock'
 ASIDE_PREFIX = 'codeb-restore-aside-'
 METRIC_KIND = {'rdb': 'redis_rdb', 'aof': 'redis_aof', 'restore': 'redis_restore',
-               'ship': 'redis_ship'}
+               'ship': 'redis_ship', 'verify': 'redis_verify'}
+# Records a run keeps under backup_dir (written durably, under the lock) so the next run can
+# undo what a killed one left: the live auto-aof-rewrite-percentage it changed, the scratch
+# redis-server it started.
+REWRITE_RECORD = '.redis-aof-rewrite.json'
+SCRATCH_RECORD = '.redis-scratch.json'
+SCRATCH_PREFIX = 'codeb-redis-scratch-'
+STATUSES = ('ok', 'failed_verification', 'deleting')
 SHIP_CHANNEL = 'redis_snapshot'
 DEFAULT_TIMEOUT = 600
 DEFAULT_KEEP_MIN = 3
@@ -206,42 +217,126 @@ def count_keys(client):
     return total
 
 
+# --------------------------------------------------------------------------- manifest
+
+_SHA_RE = re.compile(r'\A[0-9a-f]{64}\Z')
+
+
+class Manifest(_Manifest):
+    """The snapshot manifest. Every entry is input: besides the plain file name the shared
+    manifest checks, an entry must be a snapshot of its kind with a sha256, a size and a
+    known status, or the whole manifest is refused (naming it) before anything is opened,
+    renamed or deleted."""
+
+    def load(self):
+        entries = super().load()
+        for name, entry in entries.items():
+            problem = _entry_problem(name, entry)
+            if problem:
+                raise BackupError('manifest %s holds an entry that is not a Redis snapshot of %s '
+                                  '(%r: %s); nothing was changed. Inspect the manifest: it may '
+                                  'have been tampered with.' % (self.path, self.directory,
+                                                                 name, problem),
+                                  param='manifest')
+        return entries
+
+
+def _entry_problem(name, entry):
+    kind = entry.get('kind')
+    if kind not in FORMATS:
+        return 'kind must be rdb or aof, not %r' % (kind,)
+    if not isinstance(name, str) or not _ARTIFACT_RE[kind].match(name):
+        return 'not a %s snapshot file name' % kind
+    try:
+        naming.parse_timestamp('time', entry.get('time'))
+    except BackupError:
+        return 'time %r is not a UTC timestamp' % (entry.get('time'),)
+    if not isinstance(entry.get('sha256'), str) or not _SHA_RE.match(entry['sha256']):
+        return 'sha256 must be 64 hex digits, not %r' % (entry.get('sha256'),)
+    size = entry.get('size_bytes')
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return 'size_bytes must be a non-negative integer, not %r' % (size,)
+    for field in ('keys', 'expires'):
+        value = entry.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            return '%s must be an integer, not %r' % (field, value)
+    if entry.get('status', 'ok') not in STATUSES:
+        return 'status must be one of %s, not %r' % (', '.join(STATUSES), entry.get('status'))
+    return None
+
+
 # --------------------------------------------------------------------------- checks
+#
+# Only an ArtifactError says a snapshot is bad: its sha256 or size differs from the
+# manifest, or redis-check-rdb / redis-check-aof ran and rejected it. A missing tool, a
+# tool killed by a signal, an unreadable file or a full scratch disk is a BackupError: the
+# run fails and no snapshot's status changes.
 
 _KEYS_RE = re.compile(r'\[info\] (\d+) keys read')
 _EXPIRES_RE = re.compile(r'\[info\] (\d+) expires')
+_RDB_ERROR = '--- RDB ERROR DETECTED ---'
+_TOOLS_HINT = 'install it (Debian: apt install redis-tools) or put it on PATH'
 
 
-def check_rdb(path):
-    """Run redis-check-rdb on ``path``; return ``(keys, expires)``; raise if it is damaged."""
-    proc = process.run(['redis-check-rdb', path], what='redis-check-rdb', check=False)
-    out = (proc.stdout or '') + (proc.stderr or '')
-    if proc.returncode != 0 or 'RDB looks OK' not in out:
-        raise BackupError('redis-check-rdb refused %s: %s' % (
-            path, _tail(out)), check_output=_tail(out))
-    keys = _KEYS_RE.search(out)
-    expires = _EXPIRES_RE.search(out)
-    return int(keys.group(1)) if keys else 0, int(expires.group(1)) if expires else 0
+def _run_check(argv, what, input_data=None):
+    try:
+        proc = process.run(argv, what=what, check=False, input_data=input_data)
+    except BackupError as exc:
+        raise BackupError('%s: %s; nothing was checked, and no snapshot\'s status was changed'
+                          % (exc.msg, _TOOLS_HINT), param='snapshot', tool=argv[0])
+    return proc, (proc.stdout or '') + (proc.stderr or '')
 
 
-def check_aof(manifest_path, fix_truncated_tail=False):
+def check_rdb(path, name=None):
+    """Run redis-check-rdb on ``path``; return ``(keys, expires)``. Raise ArtifactError if
+    the tool rejects the file, BackupError if it could not check it."""
+    name = name or path
+    proc, out = _run_check(['redis-check-rdb', path], 'redis-check-rdb')
+    if proc.returncode == 0 and 'RDB looks OK' in out:
+        keys = _KEYS_RE.search(out)
+        expires = _EXPIRES_RE.search(out)
+        return int(keys.group(1)) if keys else 0, int(expires.group(1)) if expires else 0
+    if proc.returncode > 0 and _RDB_ERROR in out:
+        raise ArtifactError('redis-check-rdb refused %s: %s' % (name, _tail(out)),
+                            param='snapshot', check_output=_tail(out))
+    raise BackupError('redis-check-rdb could not check %s (exit %s): %s; this says nothing '
+                      'about the snapshot, whose status is unchanged'
+                      % (name, proc.returncode, _tail(out) or 'no output'), param='snapshot',
+                      check_output=_tail(out))
+
+
+def _aof_invalid(out):
+    return 'not valid' in out or 'is not valid' in out
+
+
+def check_aof(manifest_path, fix_truncated_tail=False, name=None):
     """Run redis-check-aof on a multi-part AOF manifest. A copy of a live AOF may end in
     the middle of the last command of the last INCR file; with ``fix_truncated_tail`` that
     tail (and only that) is cut off, as Redis itself does with ``aof-load-truncated yes``.
-    Returns a note if a tail was cut."""
-    proc = process.run(['redis-check-aof', manifest_path], what='redis-check-aof', check=False)
-    out = (proc.stdout or '') + (proc.stderr or '')
-    if proc.returncode == 0 and 'valid' in out and 'not valid' not in out:
+    Returns a note if a tail was cut. Raises ArtifactError if the tool rejects the set."""
+    name = name or manifest_path
+    directory = os.path.dirname(manifest_path)
+    _data, names = read_aof_manifest(manifest_path, artifact=name)
+    missing = [n for n in names if not os.path.isfile(os.path.join(directory, n))]
+    if missing:
+        raise ArtifactError('%s is incomplete: its AOF manifest names %s, which it does not hold'
+                            % (name, ', '.join(missing)), param='snapshot')
+    proc, out = _run_check(['redis-check-aof', manifest_path], 'redis-check-aof')
+    if proc.returncode == 0 and 'valid' in out and not _aof_invalid(out):
         return None
-    if fix_truncated_tail and 'truncated' in out.lower():
-        fixed = process.run(['redis-check-aof', '--fix', manifest_path], input_data='y\n',
-                            what='redis-check-aof --fix', check=False)
-        again = process.run(['redis-check-aof', manifest_path], what='redis-check-aof',
-                            check=False)
+    if proc.returncode > 0 and fix_truncated_tail and 'truncated' in out.lower():
+        fixed, _out = _run_check(['redis-check-aof', '--fix', manifest_path],
+                                 'redis-check-aof --fix', input_data='y\n')
+        again, _out = _run_check(['redis-check-aof', manifest_path], 'redis-check-aof')
         if again.returncode == 0:
             return 'cut a truncated last command from the copied INCR file: %s' % _tail(
                 fixed.stdout, 300)
-    raise BackupError('redis-check-aof refused %s: %s' % (manifest_path, _tail(out)),
+    if proc.returncode > 0 and (_aof_invalid(out) or 'truncated' in out.lower()):
+        raise ArtifactError('redis-check-aof refused %s: %s' % (name, _tail(out)),
+                            param='snapshot', check_output=_tail(out))
+    raise BackupError('redis-check-aof could not check %s (exit %s): %s; this says nothing '
+                      'about the snapshot, whose status is unchanged'
+                      % (name, proc.returncode, _tail(out) or 'no output'), param='snapshot',
                       check_output=_tail(out))
 
 
@@ -249,27 +344,116 @@ def _tail(text, limit=1500):
     return (text or '').strip()[-limit:]
 
 
+def _die_with_parent():
+    # PR_SET_PDEATHSIG=1, SIGKILL=9: a scratch redis-server never outlives a killed run.
+    try:
+        ctypes.CDLL(None).prctl(1, 9)
+    except Exception:  # pragma: no cover - non-Linux
+        pass
+
+
+def _proc_start_time(pid):
+    try:
+        with open('/proc/%d/stat' % int(pid)) as handle:
+            return int(handle.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _proc_cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % int(pid), 'rb') as handle:
+            return handle.read().decode('utf-8', 'replace')
+    except (OSError, ValueError):
+        return ''
+
+
+def _scratch_dir_ok(path):
+    """Only a directory this module creates may be removed on a record's word."""
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return (isinstance(path, str) and os.path.dirname(path) == tmp
+            and os.path.basename(path).startswith(SCRATCH_PREFIX)
+            and not os.path.islink(path))
+
+
+def stop_leftover_scratch(state_dir, timeout=30):
+    """Under the job's lock: stop the scratch redis-server a killed run left (recorded in
+    ``state_dir``) and remove its directory. The pid is killed only if it is still that
+    process: same start time and its command line names the recorded socket."""
+    record_path = os.path.join(state_dir, SCRATCH_RECORD)
+    try:
+        with open(record_path) as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        record = {}
+    report = dict(pid=None, stopped=False, removed_dir=None)
+    if not isinstance(record, dict):
+        record = {}
+    pid, sock = record.get('pid'), record.get('socket')
+    if isinstance(pid, int) and pid > 1 and isinstance(sock, str) and sock:
+        report['pid'] = pid
+        started = _proc_start_time(pid)
+        if (started is not None and started == record.get('start_time')
+                and 'redis-server' in _proc_cmdline(pid) and sock in _proc_cmdline(pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+            deadline = time.monotonic() + timeout
+            while _proc_start_time(pid) == started and _pid_running(pid):
+                if time.monotonic() >= deadline:
+                    raise BackupError('the scratch redis-server (pid %d) a killed run left did '
+                                      'not stop within %s s' % (pid, timeout))
+                time.sleep(_POLL)
+            report['stopped'] = True
+    sock_dir = record.get('dir')
+    if _scratch_dir_ok(sock_dir) and os.path.isdir(sock_dir):
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        report['removed_dir'] = sock_dir
+    _remove_record(record_path)
+    return report
+
+
+def _remove_record(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    durable.fsync_dir(os.path.dirname(path))
+
+
 @contextlib.contextmanager
 def scratch_server(data_dir, appendonly, timeout=DEFAULT_TIMEOUT, dbfilename='dump.rdb',
-                   appenddirname=AOF_TAR_DIR, appendfilename='appendonly.aof'):
+                   appenddirname=AOF_TAR_DIR, appendfilename='appendonly.aof', state_dir=None):
     """A private redis-server on a unix socket only, loading the files in ``data_dir``;
-    yields a client once loading finished. Used to count an AOF snapshot's keys."""
-    sock_dir = tempfile.mkdtemp(prefix='codeb-redis-scratch-')
+    yields a client once loading finished. Used to count an AOF snapshot's keys.
+
+    Its life is tied to the run: it gets SIGKILL when the run dies (PR_SET_PDEATHSIG), and
+    with ``state_dir`` (the job's directory, lock held) its pid and directory are recorded
+    there first, so the next run stops a leftover (``stop_leftover_scratch``)."""
+    sock_dir = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=os.path.realpath(tempfile.gettempdir()))
     sock = os.path.join(sock_dir, 'redis.sock')
+    record_path = os.path.join(state_dir, SCRATCH_RECORD) if state_dir else None
     argv = [shutil.which('redis-server') or '/usr/bin/redis-server', '--port', '0',
             '--unixsocket', sock, '--unixsocketperm', '700', '--dir', data_dir,
             '--dbfilename', dbfilename, '--appendonly', 'yes' if appendonly else 'no',
             '--appenddirname', appenddirname, '--appendfilename', appendfilename,
             '--save', '', '--auto-aof-rewrite-percentage', '0', '--daemonize', 'no',
             '--logfile', os.path.join(sock_dir, 'redis.log'), '--protected-mode', 'yes']
+    proc = None
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except OSError as exc:
-        shutil.rmtree(sock_dir, ignore_errors=True)
-        raise BackupError('cannot start a scratch redis-server to verify the snapshot (%s); '
-                          'install redis-server or set verify_load=false' % exc,
-                          param='verify_load')
-    try:
+        if record_path:
+            durable.atomic_write_json(record_path, dict(dir=sock_dir, socket=sock, pid=None))
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    preexec_fn=_die_with_parent)
+        except OSError as exc:
+            raise BackupError('cannot start a scratch redis-server to verify the snapshot (%s); '
+                              'install redis-server or set verify_load=false' % exc,
+                              param='verify_load')
+        if record_path:
+            durable.atomic_write_json(record_path, dict(
+                dir=sock_dir, socket=sock, pid=proc.pid, start_time=_proc_start_time(proc.pid)))
         client = redis.Redis(unix_socket_path=sock, socket_timeout=60, **_no_retry())
         client.codeb_where = 'scratch server'
         deadline = time.monotonic() + timeout
@@ -288,7 +472,7 @@ def scratch_server(data_dir, appendonly, timeout=DEFAULT_TIMEOUT, dbfilename='du
             time.sleep(_POLL)
         yield client
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(30)
@@ -296,6 +480,9 @@ def scratch_server(data_dir, appendonly, timeout=DEFAULT_TIMEOUT, dbfilename='du
                 proc.kill()
                 proc.wait()
         shutil.rmtree(sock_dir, ignore_errors=True)
+        if record_path:
+            with contextlib.suppress(OSError):
+                _remove_record(record_path)
 
 
 def _read(path):
@@ -312,6 +499,21 @@ _TS = r'\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}'
 _SNAPSHOT_RE = re.compile(r'\A(?:%s%s%s|%s%s%s|%s)\Z' % (
     re.escape(RDB_PREFIX), _TS, re.escape(RDB_SUFFIX), re.escape(AOF_PREFIX), _TS,
     re.escape(AOF_SUFFIX), _TS))
+
+
+_ARTIFACT_RE = {
+    'rdb': re.compile(r'\A%s(%s)%s\Z' % (re.escape(RDB_PREFIX), _TS, re.escape(RDB_SUFFIX))),
+    'aof': re.compile(r'\A%s(%s)%s\Z' % (re.escape(AOF_PREFIX), _TS, re.escape(AOF_SUFFIX))),
+}
+
+
+def artifact_kind(name):
+    """``(kind, stamp)`` if ``name`` is a snapshot file name, else ``(None, None)``."""
+    for kind, pattern in _ARTIFACT_RE.items():
+        match = pattern.match(name)
+        if match:
+            return kind, match.group(1)
+    return None, None
 
 
 def validate_snapshot_name(param, value):
@@ -554,13 +756,16 @@ def _copy_and_check(source_path, final):
 
 def _check_into(path, box):
     try:
-        box['result'] = check_rdb(path)
-    except BackupError as exc:
+        box['result'] = check_rdb(path, name='the copy of the live RDB')
+    except Exception as exc:  # re-raised by the caller, whatever it is
         box['error'] = exc
 
 
-def read_aof_manifest(path):
-    """Parse a Redis 7 AOF manifest; return ``(bytes, [file names])``."""
+def read_aof_manifest(path, artifact=None):
+    """Parse a Redis 7 AOF manifest; return ``(bytes, [file names])``. With ``artifact``
+    (the snapshot it came from) a bad manifest is evidence against that snapshot."""
+    error = ArtifactError if artifact else BackupError
+    where = '%s (in %s)' % (os.path.basename(path), artifact) if artifact else path
     with open(path, 'rb') as handle:
         data = handle.read()
     names = []
@@ -571,11 +776,82 @@ def read_aof_manifest(path):
         pairs = dict(zip(fields[0::2], fields[1::2]))
         name = pairs.get('file')
         if not name or '/' in name or name in ('.', '..'):
-            raise BackupError('unexpected line in AOF manifest %s: %r' % (path, line))
+            raise error('unexpected line in AOF manifest %s: %r' % (where, line),
+                        param='snapshot' if artifact else None)
         names.append(name)
     if not names:
-        raise BackupError('AOF manifest %s names no files' % path)
+        raise error('AOF manifest %s names no files' % where,
+                    param='snapshot' if artifact else None)
     return data, names
+
+
+def _rewrite_percentage(client):
+    try:
+        return _decode_map(client.config_get('auto-aof-rewrite-percentage'))[
+            'auto-aof-rewrite-percentage']
+    except (redis.exceptions.RedisError, KeyError) as exc:
+        raise BackupError('CONFIG GET auto-aof-rewrite-percentage failed on Redis at %s (%s)'
+                          % (client.codeb_where, exc), param='login_user')
+
+
+def _run_id(client):
+    return client.info('server').get('run_id')
+
+
+def restore_rewrite_setting(client, backup_dir):
+    """Under the job's lock: if a killed AOF snapshot left ``auto-aof-rewrite-percentage``
+    at 0, put back the original value it recorded, then drop the record. Returns
+    ``dict(restored=VALUE)`` / ``dict(dropped=reason)`` or None (no record)."""
+    record_path = os.path.join(backup_dir, REWRITE_RECORD)
+    try:
+        with open(record_path) as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or not re.match(r'\A\d+\Z', str(record.get('original', ''))):
+        _remove_record(record_path)
+        return dict(dropped='unreadable record %s' % record_path)
+    original = str(record['original'])
+    if record.get('run_id') and record['run_id'] != _run_id(client):
+        # Redis restarted since: it read its setting from its config file again
+        _remove_record(record_path)
+        return dict(dropped='Redis restarted since the record was written')
+    if _rewrite_percentage(client) == '0' and original != '0':
+        try:
+            client.config_set('auto-aof-rewrite-percentage', original)
+        except redis.exceptions.RedisError as exc:
+            raise BackupError('could not put auto-aof-rewrite-percentage back to %s on %s (%s), '
+                              'which a killed snapshot left at 0: set it by hand'
+                              % (original, client.codeb_where, exc))
+        _remove_record(record_path)
+        return dict(restored=original)
+    _remove_record(record_path)
+    return dict(dropped='the live value is not 0')
+
+
+@contextlib.contextmanager
+def rewrites_paused(client, backup_dir):
+    """Pause automatic AOF rewrites for the block. The original value is recorded durably
+    in ``backup_dir`` *before* it is changed, so a run killed inside the block leaves the
+    next run (``restore_rewrite_setting``) what to put back; the record goes once the value
+    is back."""
+    record_path = os.path.join(backup_dir, REWRITE_RECORD)
+    original = _rewrite_percentage(client)
+    durable.atomic_write_json(record_path, dict(original=original, run_id=_run_id(client),
+                                                where=client.codeb_where,
+                                                time=naming.format_timestamp()))
+    try:
+        client.config_set('auto-aof-rewrite-percentage', 0)
+        yield original
+    finally:
+        try:
+            client.config_set('auto-aof-rewrite-percentage', original)
+        except redis.exceptions.RedisError as exc:
+            raise BackupError('could not restore auto-aof-rewrite-percentage to %s on %s '
+                              '(%s): set it by hand' % (original, client.codeb_where, exc))
+        _remove_record(record_path)
 
 
 def snapshot_aof(client, layout, backup_dir, stamp, timeout=DEFAULT_TIMEOUT, verify_load=True):
@@ -583,27 +859,25 @@ def snapshot_aof(client, layout, backup_dir, stamp, timeout=DEFAULT_TIMEOUT, ver
     began = time.monotonic()
     aof_dir = os.path.join(layout['dir'], layout['appenddirname'])
     manifest_name = layout['appendfilename'] + '.manifest'
-    original = layout['auto-aof-rewrite-percentage']
     staging = tempfile.mkdtemp(prefix=durable.TEMP_PREFIX + 'aof-', dir=backup_dir)
     note = None
     try:
-        client.config_set('auto-aof-rewrite-percentage', 0)
-        try:
+        with rewrites_paused(client, backup_dir):
             _wait(client, lambda i: not int(i['aof_rewrite_in_progress'])
                   and not int(i['aof_rewrite_scheduled']), timeout, 'the AOF rewrite to finish')
             names = _copy_aof_set(aof_dir, manifest_name, staging)
-        finally:
-            try:
-                client.config_set('auto-aof-rewrite-percentage', original)
-            except redis.exceptions.RedisError as exc:
-                raise BackupError('could not restore auto-aof-rewrite-percentage to %s on %s '
-                                  '(%s): set it by hand' % (original, client.codeb_where, exc))
-        note = check_aof(os.path.join(staging, manifest_name), fix_truncated_tail=True)
+        try:
+            note = check_aof(os.path.join(staging, manifest_name), fix_truncated_tail=True,
+                             name='the copy of the live AOF')
+        except ArtifactError as exc:
+            # the copy, not a stored snapshot, is bad: the run fails, nothing is marked
+            raise BackupError(exc.msg, **exc.details)
         keys = None
         if verify_load:
             with scratch_server(os.path.dirname(staging), True, timeout,
                                 appenddirname=os.path.basename(staging),
-                                appendfilename=layout['appendfilename']) as scratch:
+                                appendfilename=layout['appendfilename'],
+                                state_dir=backup_dir) as scratch:
                 keys = count_keys(scratch)
             # the scratch server may have created an empty INCR file; keep the set as copied
             names_now = read_aof_manifest(os.path.join(staging, manifest_name))[1]
@@ -690,30 +964,194 @@ def plan_prune(entries, now, keep_min=DEFAULT_KEEP_MIN, rdb_max_age_hours=DEFAUL
 
 def prune(backup_dir, now=None, keep_min=DEFAULT_KEEP_MIN,
           rdb_max_age_hours=DEFAULT_RDB_MAX_AGE_HOURS, aof_keep=DEFAULT_AOF_KEEP):
-    """Apply retention: drop the manifest entry first, then the file. Returns deleted names."""
+    """Apply retention in three durable steps: mark the entries ``status: deleting``, delete
+    the files, drop the entries. A run killed in between leaves entries marked
+    ``deleting`` (never counted as good, never restored or shipped) that ``reconcile``
+    finishes. Returns the deleted names."""
     now = now or naming.utcnow()
     manifest = Manifest(backup_dir)
     deleted = []
+    stamp = naming.format_timestamp()
     with manifest.update() as entries:
-        _keep, delete = plan_prune(list(entries.values()), now, keep_min, rdb_max_age_hours,
-                                   aof_keep)
+        _keep, delete = plan_prune([e for e in entries.values() if e.get('status') != 'deleting'],
+                                   now, keep_min, rdb_max_age_hours, aof_keep)
         for entry in delete:
-            entries.pop(entry['file'], None)
+            entries[entry['file']].update(status='deleting', deleting_since=stamp,
+                                          reason=entry.get('reason'))
             deleted.append(entry['file'])
-    for name in deleted:
-        durable.discard(os.path.join(backup_dir, name))
-    if deleted:
-        durable.fsync_dir(backup_dir)
+    _finish_deletes(backup_dir, manifest, deleted)
     return deleted
 
 
-def _record_metrics(metrics_dir, kind, instance, ok, duration, size=None):
-    try:
-        metrics.write_job_metrics(METRIC_KIND[kind], instance, ok, duration, size=size,
-                                  textfile_dir=metrics_dir)
-    except OSError as exc:
-        raise BackupError('could not write metrics to %s: %s' % (metrics_dir, exc),
-                          param='metrics_dir')
+def _finish_deletes(backup_dir, manifest, names):
+    """Delete the files of entries marked ``deleting``, then drop those entries."""
+    if not names:
+        return
+    for name in names:
+        durable.discard(os.path.join(backup_dir, naming.validate_file_name('file', name)))
+    durable.fsync_dir(backup_dir)
+    with manifest.update() as entries:
+        for name in names:
+            if entries.get(name, {}).get('status') == 'deleting':
+                entries.pop(name)
+
+
+def _repair_pointers(backup_dir):
+    """``current.*`` names the newest good snapshot of its kind (after adoption, pruning or a
+    snapshot marked bad)."""
+    changed = []
+    good = [e for e in Manifest(backup_dir).entries() if retention.is_good(e)]
+    for kind in FORMATS:
+        of_kind = [e for e in good if e.get('kind') == kind]
+        if of_kind and set_pointer(backup_dir, kind, of_kind[-1]['file']):
+            changed.append(POINTERS[kind])
+    return changed
+
+
+def _adopt(backup_dir, name, work_dir, instance=None, redis_version=None):
+    """A snapshot under its final name that no entry lists (a run killed between the
+    rename and the manifest write): check it like a new one; return its entry. Raises
+    ArtifactError if it fails its check (the caller removes it)."""
+    path = os.path.join(backup_dir, name)
+    kind, stamp = artifact_kind(name)
+    sha, size = durable.sha256_file(path), os.path.getsize(path)
+    entry = dict(file=name, kind=kind, time=stamp, sha256=sha, size_bytes=size, status='ok',
+                 adopted=naming.format_timestamp())
+    if kind == 'rdb':
+        entry['keys'], entry['expires'] = check_rdb(path, name=path)
+    else:
+        extract = _check_aof_tar(path, work_dir)
+        try:
+            manifest_name = [n for n in os.listdir(extract) if n.endswith('.manifest')][0]
+            entry.update(keys=None, appendfilename=manifest_name[:-len('.manifest')],
+                         files=read_aof_manifest(os.path.join(extract, manifest_name),
+                                                 artifact=path)[1])
+        finally:
+            shutil.rmtree(extract, ignore_errors=True)
+    if instance:
+        entry['instance'] = instance
+    if redis_version:
+        entry['redis_version'] = redis_version
+    return entry
+
+
+def _remove_restore_temps(layout):
+    """What a killed restore left in Redis's data directory: its extracted AOF set, its
+    staging dir, a temp of the installed dump.rdb (names only a restore writes there)."""
+    data = layout['dir']
+    prefixes = tuple(durable.TEMP_PREFIX + p for p in (
+        'restore-', 'aof-', (layout.get('dbfilename') or 'dump.rdb') + '.'))
+    removed = []
+    for name in sorted(os.listdir(data)):
+        if name.startswith(prefixes):
+            durable.discard(os.path.join(data, name))
+            removed.append(os.path.join(data, name))
+    if removed:
+        durable.fsync_dir(data)
+    return removed
+
+
+def reconcile(backup_dir, client=None, layout=None, instance=None):
+    """Undo what killed or out-of-space runs left in ``backup_dir``; call under the job's
+    lock, before anything else. In order: stop a leftover scratch redis-server and remove
+    its directory; put back an ``auto-aof-rewrite-percentage`` a killed AOF snapshot left
+    at 0 (needs ``client``); remove every temporary (``.tmp-*``: partial copies, AOF
+    staging dirs, pointer and manifest temps; with ``layout`` also a killed restore's in
+    Redis's data directory); finish deletes marked ``deleting``; adopt each whole snapshot no
+    entry lists (or remove it if it fails its check); point ``current.*`` at the newest
+    good snapshots. Only ArtifactError evidence removes a file; any other failure (a
+    missing tool, a full disk) fails the run and leaves the file for the next one."""
+    report = {}
+    scratch = stop_leftover_scratch(backup_dir)
+    if scratch:
+        report['scratch_server'] = scratch
+    if client is not None:
+        rewrite = restore_rewrite_setting(client, backup_dir)
+        if rewrite:
+            report['aof_rewrite'] = rewrite
+    removed = durable.remove_stale_temps(backup_dir)
+    if layout and os.path.isdir(layout.get('dir') or ''):
+        removed += _remove_restore_temps(layout)
+    if removed:
+        report['removed'] = removed
+    manifest = Manifest(backup_dir)
+    entries = manifest.load()
+    deleting = sorted(n for n, e in entries.items() if e.get('status') == 'deleting')
+    if deleting:
+        _finish_deletes(backup_dir, manifest, deleting)
+        report['finished_deletes'] = deleting
+    unlisted = sorted(n for n in os.listdir(backup_dir) if artifact_kind(n)[0]
+                      and n not in entries and not os.path.islink(os.path.join(backup_dir, n))
+                      and os.path.isfile(os.path.join(backup_dir, n)))
+    adopted, rejected = {}, []
+    for name in unlisted:
+        try:
+            adopted[name] = _adopt(backup_dir, name, backup_dir, instance,
+                                   (layout or {}).get('redis_version'))
+        except ArtifactError as exc:
+            durable.discard(os.path.join(backup_dir, name))
+            durable.fsync_dir(backup_dir)
+            rejected.append(dict(file=name, error=exc.msg))
+    if adopted:
+        with manifest.update() as current:
+            for name, entry in adopted.items():
+                current.setdefault(name, entry)
+        report['adopted'] = sorted(adopted)
+    if rejected:
+        report['removed_damaged'] = rejected
+    pointers = _repair_pointers(backup_dir)
+    if pointers:
+        report['pointers'] = pointers
+    return report
+
+
+class _Jobs(object):
+    """One ``job.Job`` per snapshot kind of a run. A failure common to the run (Redis
+    unreachable, the lock, reconcile, retention) fails every kind still open; a kind's own
+    failure only that kind. Each job writes its metrics exactly once, with job.Job's policy,
+    whatever the exception; ``close`` then raises the first error."""
+
+    def __init__(self, kinds, instance, metrics_dir):
+        self.jobs = {}
+        for kind in kinds:
+            job = Job(METRIC_KIND[kind], instance, metrics_dir,
+                      what='redis %s snapshot of %s' % (kind, instance))
+            job.__enter__()
+            self.jobs[kind] = job
+        self.failed = {}
+
+    def drop(self, kind):
+        self.jobs.pop(kind, None)
+
+    def fail(self, kind, exc):
+        self.failed.setdefault(kind, exc)
+
+    def close(self, common=None, **details):
+        errors = []
+        for kind, job in self.jobs.items():
+            exc = self.failed.get(kind, common)
+            try:
+                if exc is None:
+                    job.__exit__(None, None, None)
+                    continue
+                if not job.__exit__(type(exc), exc, exc.__traceback__):
+                    errors.append(exc if isinstance(exc, BackupError) else None)
+            except BackupError as error:
+                errors.append(error)
+        if common is not None and not isinstance(common, Exception):
+            raise common  # KeyboardInterrupt / SystemExit: recorded, passed on
+        unique = []
+        for error in errors:
+            if error is not None and not any(error is seen for seen in unique):
+                unique.append(error)
+        errors = unique
+        if errors:
+            first = errors[0]
+            for key, value in details.items():
+                first.details.setdefault(key, value)
+            if len(errors) > 1:
+                first.details.setdefault('errors', [e.msg for e in errors])
+            raise first
 
 
 def _validate_common(backup_dir, instance, formats=None, timeout=None):
@@ -756,64 +1194,87 @@ def take_snapshot(conn, backup_dir=DEFAULT_BACKUP_DIR, instance=DEFAULT_INSTANCE
                   rdb_max_age_hours=DEFAULT_RDB_MAX_AGE_HOURS, aof_keep=DEFAULT_AOF_KEEP,
                   prune_old=True, verify_load=True, metrics_dir=metrics.DEFAULT_TEXTFILE_DIR,
                   lock_timeout=60):
-    """``state: present``: RDB and/or AOF snapshots, pointers, retention, metrics."""
+    """``state: present``: RDB and/or AOF snapshots, pointers, retention, metrics.
+
+    Each kind is one job (metrics ``redis_rdb`` / ``redis_aof``): a failure of one kind
+    does not stop the other; a failure common to the run fails both."""
     _validate_common(backup_dir, instance, formats, timeout)
     if int(keep_min) < 1:
         raise BackupError('keep_min must be at least 1; got %r' % (keep_min,), param='keep_min')
     began = time.monotonic()
+    jobs = _Jobs(formats, instance, metrics_dir)
+    results, skipped, deleted, reconciled = [], {}, [], {}
+    client = None
+    common = None
     try:
         client = connect(conn)
         layout = server_layout(client, data_dir)
-    except BackupError:
-        # monitoring must see this run failed; no artifact or directory is written
-        for kind in formats:
-            _record_metrics(metrics_dir, kind, instance, False, time.monotonic() - began)
-        raise
-    durable.ensure_dir(backup_dir)
-    results, skipped = [], {}
-    with job_lock(os.path.join(backup_dir, LOCK_NAME), 'redis_snapshot into %s' % backup_dir,
-                  wait=lock_timeout):
-        durable.remove_stale_temps(backup_dir)
-        manifest = Manifest(backup_dir)
-        for kind in formats:
-            if kind == 'aof' and not layout['appendonly']:
-                skipped['aof'] = 'appendonly is no on this instance'
-                if metrics_dir:
-                    # no AOF job here (RedisAOFDisabled covers that): drop a stale failure
-                    # an earlier unreachable run recorded, so BackupFailed does not fire on it
-                    durable.discard(metrics.metrics_path(metrics_dir, METRIC_KIND['aof'],
-                                                         instance))
-                continue
-            kind_began = time.monotonic()
-            try:
-                taken = set(e['time'] for e in manifest.entries() if e.get('kind') == kind)
-                stamp = naming.unique_timestamp(taken)
-                while os.path.lexists(os.path.join(backup_dir, artifact_name(kind, stamp))):
-                    taken.add(stamp)  # a file the manifest does not list: never overwrite it
-                    stamp = naming.unique_timestamp(taken)
-                if kind == 'rdb':
-                    entry = snapshot_rdb(client, layout, backup_dir, stamp, timeout)
-                else:
-                    entry = snapshot_aof(client, layout, backup_dir, stamp, timeout, verify_load)
-                entry['instance'] = instance
-                with manifest.update() as entries:
-                    entries[entry['file']] = entry
-                set_pointer(backup_dir, kind, entry['file'])
-            except BaseException:
-                _record_metrics(metrics_dir, kind, instance, False, time.monotonic() - kind_began)
-                raise
-            _record_metrics(metrics_dir, kind, instance, True, entry['duration_seconds'],
-                            entry['size_bytes'])
-            results.append(entry)
-        deleted = []
-        if prune_old:
-            deleted = prune(backup_dir, keep_min=keep_min, rdb_max_age_hours=rdb_max_age_hours,
-                            aof_keep=aof_keep)
-    return dict(changed=True, snapshots=results, skipped=skipped, pruned=deleted,
-                backup_dir=backup_dir, instance=instance,
-                files=[os.path.join(backup_dir, e['file']) for e in results],
-                size_bytes=sum(e['size_bytes'] for e in results),
-                duration_seconds=round(time.monotonic() - began, 3))
+        durable.ensure_dir(backup_dir)
+        with job_lock(os.path.join(backup_dir, LOCK_NAME), 'redis_snapshot into %s' % backup_dir,
+                      wait=lock_timeout):
+            reconciled = reconcile(backup_dir, client, layout, instance)
+            manifest = Manifest(backup_dir)
+            for kind in formats:
+                if kind == 'aof' and not layout['appendonly']:
+                    skipped['aof'] = 'appendonly is no on this instance'
+                    jobs.drop('aof')
+                    if metrics_dir:
+                        # no AOF job here (RedisAOFDisabled covers that): drop a stale failure
+                        # an earlier unreachable run recorded, so BackupFailed does not fire
+                        durable.discard(metrics.metrics_path(metrics_dir, METRIC_KIND['aof'],
+                                                             instance))
+                    continue
+                try:
+                    entry = _snapshot_kind(client, layout, backup_dir, manifest, kind, instance,
+                                           timeout, verify_load)
+                except Exception as exc:
+                    jobs.fail(kind, exc)
+                    continue
+                jobs.jobs[kind].size = entry['size_bytes']
+                results.append(entry)
+            if prune_old and not jobs.failed:
+                deleted = prune(backup_dir, keep_min=keep_min, rdb_max_age_hours=rdb_max_age_hours,
+                                aof_keep=aof_keep)
+    except BaseException as exc:
+        common = exc
+    percentage = _percentage_or_none(client)
+    jobs.close(common, snapshots=results, aof_rewrite_percentage=percentage)
+    result = dict(changed=True, snapshots=results, skipped=skipped, pruned=deleted,
+                  backup_dir=backup_dir, instance=instance,
+                  files=[os.path.join(backup_dir, e['file']) for e in results],
+                  size_bytes=sum(e['size_bytes'] for e in results),
+                  aof_rewrite_percentage=percentage,
+                  duration_seconds=round(time.monotonic() - began, 3))
+    if reconciled:
+        result['reconciled'] = reconciled
+    return result
+
+
+def _percentage_or_none(client):
+    """The live auto-aof-rewrite-percentage (0 means automatic rewrites are off)."""
+    if client is None:
+        return None
+    try:
+        return int(_rewrite_percentage(client))
+    except (BackupError, ValueError, redis.exceptions.RedisError):
+        return None
+
+
+def _snapshot_kind(client, layout, backup_dir, manifest, kind, instance, timeout, verify_load):
+    taken = set(e['time'] for e in manifest.entries() if e.get('kind') == kind)
+    stamp = naming.unique_timestamp(taken)
+    while os.path.lexists(os.path.join(backup_dir, artifact_name(kind, stamp))):
+        taken.add(stamp)  # a file the manifest does not list: never overwrite it
+        stamp = naming.unique_timestamp(taken)
+    if kind == 'rdb':
+        entry = snapshot_rdb(client, layout, backup_dir, stamp, timeout)
+    else:
+        entry = snapshot_aof(client, layout, backup_dir, stamp, timeout, verify_load)
+    entry['instance'] = instance
+    with manifest.update() as entries:
+        entries[entry['file']] = entry
+    set_pointer(backup_dir, kind, entry['file'])
+    return entry
 
 
 # --------------------------------------------------------------------------- listing
@@ -857,6 +1318,13 @@ def resolve_snapshot(backup_dir, snapshot, snapshot_format=None):
     for entry in entries:
         if snapshot == entry['time']:
             return entry
+    for entry in Manifest(backup_dir).entries():
+        if snapshot == entry['file'] and not retention.is_good(entry):
+            raise BackupError('snapshot %s is marked %s (%s): refusing it; pick another '
+                              '(codeb-backup redis-list), or re-check it with codeb-backup '
+                              'redis-verify' % (entry['file'], entry.get('status'),
+                                                entry.get('verification_error') or 'no details'),
+                              param='snapshot')
     known = ', '.join(e['file'] for e in entries[:5]) or 'none'
     raise BackupError('snapshot %r is not in the manifest of %s; use latest, a file name or a '
                       'timestamp (newest: %s)' % (snapshot, backup_dir, known), param='snapshot')
@@ -960,42 +1428,75 @@ def _pid_running(pid):
 
 
 def verify_artifact(backup_dir, entry, work_dir=None):
-    """sha256 against the manifest, then the Redis check tool. For an AOF tar, extract into
-    a temp dir in ``work_dir`` (caller removes it) and return its path."""
-    path = os.path.join(backup_dir, entry['file'])
-    if not os.path.isfile(path):
-        raise BackupError('snapshot file %s is missing although the manifest lists it' % path,
-                          param='snapshot')
+    """sha256 and size against the manifest, then the Redis check tool. For an AOF tar,
+    extract into a temp dir in ``work_dir`` (caller removes it) and return its path.
+    Raises ArtifactError only on evidence against the snapshot, BackupError otherwise."""
+    path = os.path.join(backup_dir, naming.validate_file_name('file', entry['file']))
+    if not os.path.lexists(path):
+        raise ArtifactError('snapshot file %s is missing although the manifest lists it' % path,
+                            param='snapshot')
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise ArtifactError('snapshot %s is not a regular file' % path, param='snapshot')
+    size = os.path.getsize(path)
+    if size != entry['size_bytes']:
+        raise ArtifactError('snapshot %s is %d bytes, the manifest says %d: refusing it; pick '
+                            'another snapshot' % (path, size, entry['size_bytes']),
+                            param='snapshot')
     actual = durable.sha256_file(path)
     if actual != entry['sha256']:
-        raise BackupError('snapshot %s fails its checksum (manifest %s, file %s): refusing to '
-                          'restore it; pick another snapshot' % (path, entry['sha256'], actual),
-                          param='snapshot')
+        raise ArtifactError('snapshot %s fails its checksum (manifest %s, file %s): refusing to '
+                            'restore it; pick another snapshot' % (path, entry['sha256'], actual),
+                            param='snapshot')
     if entry['kind'] == 'rdb':
         check_rdb(path)
         return None
+    return _check_aof_tar(path, work_dir)
+
+
+def _check_aof_tar(path, work_dir):
+    """Extract an AOF snapshot tar into a temp dir in ``work_dir`` and check the set with
+    redis-check-aof; return the dir (the caller removes it)."""
     extract = tempfile.mkdtemp(prefix=durable.TEMP_PREFIX + 'restore-', dir=work_dir)
     try:
-        with tarfile.open(path) as tar:
-            members = tar.getmembers()
+        try:
+            tar = tarfile.open(path)
+        except tarfile.TarError as exc:
+            raise ArtifactError('%s is not a readable tar file: %s' % (path, exc), param='snapshot')
+        with tar:
+            try:
+                members = tar.getmembers()
+            except tarfile.TarError as exc:
+                raise ArtifactError('%s is a damaged tar file: %s' % (path, exc), param='snapshot')
             for member in members:
                 parts = member.name.split('/')
                 if (not member.isfile() or len(parts) != 2 or parts[0] != AOF_TAR_DIR
                         or parts[1] in ('', '.', '..')):
-                    raise BackupError('unexpected member %r in %s' % (member.name, path),
-                                      param='snapshot')
+                    raise ArtifactError('unexpected member %r in %s' % (member.name, path),
+                                        param='snapshot')
                 with tar.extractfile(member) as src, \
                         open(os.path.join(extract, parts[1]), 'wb') as dst:
                     shutil.copyfileobj(src, dst, durable.CHUNK)
         manifests = [n for n in os.listdir(extract) if n.endswith('.manifest')]
         if len(manifests) != 1:
-            raise BackupError('%s holds %d AOF manifests, expected 1' % (path, len(manifests)),
-                              param='snapshot')
-        check_aof(os.path.join(extract, manifests[0]))
+            raise ArtifactError('%s holds %d AOF manifests, expected 1' % (path, len(manifests)),
+                                param='snapshot')
+        check_aof(os.path.join(extract, manifests[0]), name=path)
     except BaseException:
         shutil.rmtree(extract, ignore_errors=True)
         raise
     return extract
+
+
+def mark_failed(backup_dir, name, error):
+    """Record evidence against a snapshot (call only with an ArtifactError's message):
+    ``status: failed_verification``, so it is never restored as latest, shipped, or counted
+    towards keep_min."""
+    with Manifest(backup_dir).update() as entries:
+        entry = entries.get(name)
+        if entry is not None and entry.get('status') != 'deleting':
+            entry.update(status='failed_verification', verification_error=error,
+                         verified_at=naming.format_timestamp())
+    _repair_pointers(backup_dir)
 
 
 def predict_restore(conn, backup_dir, snapshot='latest', snapshot_format=None, instance=DEFAULT_INSTANCE,
@@ -1022,39 +1523,122 @@ def restore_snapshot(conn, backup_dir=DEFAULT_BACKUP_DIR, snapshot='latest', sna
                      start_command=None, data_dir=None, appendonly=None,
                      timeout=DEFAULT_TIMEOUT, metrics_dir=metrics.DEFAULT_TEXTFILE_DIR,
                      lock_timeout=60):
-    """``state: restored``. Everything that can be checked is checked before Redis stops."""
+    """``state: restored``. Everything that can be checked is checked before Redis stops.
+    A snapshot that fails its sha256 or the Redis check tool is marked
+    ``failed_verification`` (so ``latest`` moves on to the previous one) and refused."""
     _validate_common(backup_dir, instance, timeout=timeout)
     began = time.monotonic()
     control = Control(service_name, stop_command, start_command, timeout)
     entry = resolve_snapshot(backup_dir, snapshot, snapshot_format)
-    try:
-        client = connect(conn)
-        layout = server_layout(client, data_dir)
-    except BackupError:
-        if not data_dir:
-            raise
-        client, layout = None, dict(dir=data_dir, dbfilename='dump.rdb', appenddirname=AOF_TAR_DIR,
-                                    appendfilename='appendonly.aof', appendonly=bool(appendonly),
-                                    pid=None)
-    if appendonly is not None:
-        layout['appendonly'] = bool(appendonly)
-    data = layout['dir']
-    ok = False
-    with job_lock(os.path.join(backup_dir, LOCK_NAME), 'redis_snapshot job in %s' % backup_dir,
-                  wait=lock_timeout):
-        extract = None
+    with Job(METRIC_KIND['restore'], instance, metrics_dir,
+             what='redis restore of %s into %s' % (entry['file'], instance)) as job:
         try:
-            extract = verify_artifact(backup_dir, entry, work_dir=data)
-            result = _swap_in(client, conn, control, layout, backup_dir, entry, extract)
-            ok = True
-        finally:
-            if extract:
-                shutil.rmtree(extract, ignore_errors=True)
-            _record_metrics(metrics_dir, 'restore', instance, ok, time.monotonic() - began,
-                            entry['size_bytes'] if ok else None)
+            client = connect(conn)
+            layout = server_layout(client, data_dir)
+        except BackupError:
+            if not data_dir:
+                raise
+            client, layout = None, dict(dir=data_dir, dbfilename='dump.rdb',
+                                        appenddirname=AOF_TAR_DIR, appendfilename='appendonly.aof',
+                                        appendonly=bool(appendonly), pid=None)
+        if appendonly is not None:
+            layout['appendonly'] = bool(appendonly)
+        data = layout['dir']
+        with job_lock(os.path.join(backup_dir, LOCK_NAME), 'redis_snapshot job in %s' % backup_dir,
+                      wait=lock_timeout):
+            reconcile(backup_dir, client, layout, instance)
+            entry = resolve_snapshot(backup_dir, entry['file'])  # as it is now, under the lock
+            extract = None
+            try:
+                try:
+                    extract = verify_artifact(backup_dir, entry, work_dir=data)
+                except ArtifactError as exc:
+                    mark_failed(backup_dir, entry['file'], exc.msg)
+                    raise ArtifactError('refusing to restore %s: %s. Redis was not touched; the '
+                                        'snapshot is now marked failed_verification, pick another '
+                                        '(codeb-backup redis-list)' % (entry['file'], exc.msg),
+                                        param='snapshot', **exc.details)
+                result = _swap_in(client, conn, control, layout, backup_dir, entry, extract)
+            finally:
+                if extract:
+                    shutil.rmtree(extract, ignore_errors=True)
+        job.size = entry['size_bytes']
     result.update(changed=True, snapshot=entry['file'], format=entry['kind'],
                   size_bytes=entry['size_bytes'], duration_seconds=round(time.monotonic() - began, 3))
     return result
+
+
+def verify_snapshots(backup_dir=DEFAULT_BACKUP_DIR, snapshot='all', snapshot_format=None,
+                     instance=DEFAULT_INSTANCE, metrics_dir=metrics.DEFAULT_TEXTFILE_DIR,
+                     lock_timeout=60, check_mode=False):
+    """``state: verified``: re-check ``all`` snapshots (or ``latest``, a name, a timestamp):
+    size and sha256 against the manifest, then redis-check-rdb / redis-check-aof.
+
+    Only evidence (ArtifactError) marks a snapshot ``failed_verification``; one that passes
+    is ``ok`` again. If the check itself cannot run (tool missing, scratch space full),
+    the run fails and no snapshot's status changes. Metrics kind ``redis_verify``."""
+    _validate_common(backup_dir, instance)
+    if snapshot_format is not None and snapshot_format not in FORMATS:
+        raise BackupError('snapshot_format must be one of %s; got %r'
+                          % (', '.join(FORMATS), snapshot_format), param='snapshot_format')
+    if snapshot not in ('all', 'latest'):
+        validate_snapshot_name('snapshot', snapshot)
+    if not os.path.isdir(backup_dir):
+        raise BackupError('backup_dir %s does not exist: nothing to verify' % backup_dir,
+                          param='backup_dir')
+    began = time.monotonic()
+    with Job(METRIC_KIND['verify'], instance, metrics_dir, check_mode=check_mode,
+             what='redis verification of %s' % backup_dir) as job:
+        lock = contextlib.nullcontext() if check_mode else job_lock(
+            os.path.join(backup_dir, LOCK_NAME), 'redis_snapshot job in %s' % backup_dir,
+            wait=lock_timeout)
+        with lock:
+            if not check_mode:
+                reconcile(backup_dir, instance=instance)
+            entries = [e for e in Manifest(backup_dir).entries() if e.get('status') != 'deleting']
+            if snapshot_format:
+                entries = [e for e in entries if e.get('kind') == snapshot_format]
+            if snapshot != 'all':
+                chosen = resolve_snapshot(backup_dir, snapshot, snapshot_format)
+                entries = [e for e in entries if e['file'] == chosen['file']]
+            reports = []
+            for entry in reversed(entries):
+                report = dict(file=entry['file'], kind=entry['kind'], size_bytes=entry['size_bytes'],
+                              previous_status=entry.get('status', 'ok'))
+                extract = None
+                try:
+                    extract = verify_artifact(backup_dir, entry, work_dir=backup_dir)
+                    report.update(ok=True, status='ok')
+                except ArtifactError as exc:
+                    report.update(ok=False, status='failed_verification', error=exc.msg)
+                finally:
+                    if extract:
+                        shutil.rmtree(extract, ignore_errors=True)
+                reports.append(report)
+            changed = any(r['status'] != r['previous_status'] for r in reports)
+            if not check_mode and reports:
+                stamp = naming.format_timestamp()
+                with Manifest(backup_dir).update() as current:
+                    for report in reports:
+                        entry = current.get(report['file'])
+                        if entry is None or entry.get('status') == 'deleting':
+                            continue
+                        entry.update(status=report['status'], verified_at=stamp)
+                        if report['ok']:
+                            entry.pop('verification_error', None)
+                        else:
+                            entry['verification_error'] = report['error']
+                _repair_pointers(backup_dir)
+        job.size = sum(r['size_bytes'] for r in reports)
+        bad = [r for r in reports if not r['ok']]
+        if bad:
+            raise ArtifactError('%d of %d snapshot(s) in %s failed verification and are marked '
+                                'failed_verification: %s' % (
+                                    len(bad), len(reports), backup_dir,
+                                    '; '.join('%s: %s' % (r['file'], r['error']) for r in bad)),
+                                param='snapshot', snapshots=reports, changed=changed)
+    return dict(changed=changed, snapshots=reports, verified=True, backup_dir=backup_dir,
+                size_bytes=job.size, duration_seconds=round(time.monotonic() - began, 3))
 
 
 def _swap_in(client, conn, control, layout, backup_dir, entry, extract):
@@ -1185,7 +1769,13 @@ def import_snapshot(src, entry, backup_dir=DEFAULT_BACKUP_DIR, keep_min=DEFAULT_
     durable.ensure_dir(backup_dir)
     with job_lock(os.path.join(backup_dir, LOCK_NAME), 'redis_snapshot job in %s' % backup_dir,
                   wait=lock_timeout):
-        durable.remove_stale_temps(backup_dir)
+        reconciled = reconcile(backup_dir)
+        known = Manifest(backup_dir).load().get(name)
+        if known and known.get('sha256') == entry['sha256'] and os.path.isfile(final):
+            # e.g. adopted just now: a killed import had committed it whole
+            return dict(changed=bool(reconciled), file=final, sha256=entry['sha256'],
+                        size_bytes=known['size_bytes'], duration_seconds=0, pruned=[],
+                        reconciled=reconciled)
         with durable.atomic_path(final) as temp:
             with open(src, 'rb') as source:
                 sha, size = _copy_open_file(source, temp)
@@ -1194,10 +1784,13 @@ def import_snapshot(src, entry, backup_dir=DEFAULT_BACKUP_DIR, keep_min=DEFAULT_
                                   'nothing was stored, ship it again' % (src, sha, entry['sha256']),
                                   param='src')
             if kind == 'rdb':
-                check_rdb(temp)
+                check_rdb(temp, name='the shipped %s' % name)
+            else:
+                shutil.rmtree(_check_aof_tar(temp, backup_dir), ignore_errors=True)
         record = dict(entry, sha256=sha, size_bytes=size, status='ok',
                       imported=naming.format_timestamp())
-        for local_only in ('path', 'present', 'verified'):  # facts of the source host
+        for local_only in ('path', 'present', 'verified', 'verified_at', 'verification_error',
+                           'adopted'):  # facts of the source host
             record.pop(local_only, None)
         with Manifest(backup_dir).update() as entries:
             entries[name] = record
@@ -1244,7 +1837,8 @@ def ship_snapshots(backup_dir, target, remote_dir, instance=DEFAULT_INSTANCE,
                     directory=remote_dir, duration_seconds=0, size_bytes=0,
                     note='the backup root is this directory: nothing to ship')
     began = time.monotonic()
-    try:
+    with Job(METRIC_KIND['ship'], instance, metrics_dir,
+             what='redis ship of %s to %s' % (backup_dir, target.host or remote_dir)) as job:
         with job_lock(os.path.join(backup_dir, LOCK_NAME), 'redis_snapshot in %s' % backup_dir,
                       wait=lock_timeout):
             artifacts = [(os.path.join(backup_dir, e['file']), e)
@@ -1254,19 +1848,15 @@ def ship_snapshots(backup_dir, target, remote_dir, instance=DEFAULT_INSTANCE,
             result = ship.push(artifacts, target, SHIP_CHANNEL, remote_dir, local_options=dict(
                 keep_min=keep_min, rdb_max_age_hours=rdb_max_age_hours, aof_keep=aof_keep,
                 lock_timeout=lock_timeout))
-    except BaseException:
-        if metrics_dir:
-            _record_metrics(metrics_dir, 'ship', instance, False, time.monotonic() - began)
-        raise
-    size = sum(s['size_bytes'] for s in result['shipped'])
-    result.update(duration_seconds=round(time.monotonic() - began, 3), size_bytes=size)
-    if metrics_dir:
-        _record_metrics(metrics_dir, 'ship', instance, True, result['duration_seconds'], size)
+        job.size = sum(s['size_bytes'] for s in result['shipped'])
+    result.update(duration_seconds=round(time.monotonic() - began, 3), size_bytes=job.size)
     return result
 
 
 def _ship_entry(entry):
-    return {k: v for k, v in entry.items() if k not in ('path', 'present', 'verified')}
+    return {k: v for k, v in entry.items() if k not in ('path', 'present', 'verified',
+                                                         'verified_at', 'verification_error',
+                                                         'adopted')}
 
 
 def _newest(backup_dir, kind):
@@ -1425,10 +2015,31 @@ def register_cli(subparsers):
     rest.add_argument('--start-command', help='command that starts Redis')
     rest.set_defaults(handler=_cli_restore)
 
+    ver = subparsers.add_parser(
+        'redis-verify', help='re-check Redis snapshots (sha256, redis-check-rdb/-aof)',
+        description='Marks a snapshot failed_verification only on evidence against it (sha256, '
+                    'size, the check tool rejecting it); if the check cannot run (tool missing, '
+                    'disk full) the run fails and no status changes.')
+    ver.add_argument('--backup-dir', default=DEFAULT_BACKUP_DIR)
+    ver.add_argument('--snapshot', default='all', help='all (default), latest, a file name or a '
+                     'timestamp')
+    ver.add_argument('--format', choices=FORMATS, help='only rdb or aof snapshots')
+    ver.add_argument('--instance', default=DEFAULT_INSTANCE)
+    ver.add_argument('--metrics-dir', default=metrics.DEFAULT_TEXTFILE_DIR,
+                     help='node_exporter textfile dir ("" disables metrics)')
+    ver.add_argument('--lock-timeout', type=float, default=60)
+    ver.set_defaults(handler=_cli_verify)
+
     lst = subparsers.add_parser('redis-list', help='list Redis snapshots (newest first)')
     lst.add_argument('--backup-dir', default=DEFAULT_BACKUP_DIR)
     lst.add_argument('--verify', action='store_true', help='check each sha256')
     lst.set_defaults(handler=_cli_list)
+
+
+def _cli_verify(args):
+    return verify_snapshots(args.backup_dir, snapshot=args.snapshot, snapshot_format=args.format,
+                            instance=args.instance, metrics_dir=args.metrics_dir,
+                            lock_timeout=args.lock_timeout)
 
 
 def _cli_list(args):

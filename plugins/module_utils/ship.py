@@ -105,6 +105,7 @@ def validate_entry(entry):
         raise BackupError('entry.file %r is not allowed: one file name of letters, digits, "_", '
                           '"-", "." and ":", starting with a letter or digit (no "/", no "..")'
                           % (name,), param='entry.file')
+    naming.validate_file_name('entry.file', name)
     sha = entry.get('sha256')
     if not isinstance(sha, str) or not _SHA_RE.match(sha):
         raise BackupError('entry.sha256 must be 64 lowercase hex digits; got %r' % (sha,),
@@ -188,12 +189,11 @@ def receive_stream(stream, channel, directory, root=None, accepted=None, options
     if entry is None:
         entry = _read_header(stream)
     validate_entry(entry)
-    incoming = os.path.join(directory, INCOMING)
     durable.ensure_dir(directory)
-    durable.ensure_dir(incoming)
+    incoming = _incoming_dir(directory, root)
     with job_lock(os.path.join(incoming, LOCK_NAME), 'receive into %s' % directory,
                   wait=lock_timeout):
-        durable.remove_stale_temps(incoming)  # what a killed receive left behind
+        clear_incoming(incoming)  # what a killed receive left behind
         temp = durable.temp_path(os.path.join(incoming, entry['file']))
         try:
             sha, size = _write_exactly(stream, temp, entry['size_bytes'])
@@ -207,6 +207,33 @@ def receive_stream(stream, channel, directory, root=None, accepted=None, options
     result = dict(result)
     result.update(received=entry['file'], received_sha256=sha, received_bytes=size)
     return result
+
+
+def _incoming_dir(directory, root=None):
+    """``DIR/.incoming``, created if missing; refused unless it is a real directory right
+    there (a symlink could lead the receiver's writes and clean-up out of the root)."""
+    incoming = os.path.join(directory, INCOMING)
+    if os.path.islink(incoming) or (os.path.lexists(incoming) and not os.path.isdir(incoming)):
+        raise BackupError('%s is not a plain directory (a symlink or a file): refusing to receive '
+                          'into %s; remove it' % (incoming, directory), param='directory')
+    durable.ensure_dir(incoming)
+    if root is not None:
+        validate_directory('directory', incoming, root)
+    return incoming
+
+
+def clear_incoming(incoming):
+    """Under the receive lock: everything in ``.incoming`` but the lock is what a killed or
+    failed receive left (its temporaries); remove it. Returns the names."""
+    removed = []
+    for name in sorted(os.listdir(incoming)):
+        if name == LOCK_NAME:
+            continue
+        durable.discard(os.path.join(incoming, name))
+        removed.append(name)
+    if removed:
+        durable.fsync_dir(incoming)
+    return removed
 
 
 def _read_header(stream):

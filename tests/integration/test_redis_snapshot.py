@@ -241,12 +241,19 @@ def test_corrupted_rdb_is_refused_and_redis_untouched(restorable, tmp_path):
     with pytest.raises(BackupError) as info:
         _restore(server, tmp_path / 'b', snapshot=entry['file'])
     assert info.value.param == 'snapshot' and 'checksum' in info.value.msg
+    # that is evidence: the snapshot is marked, and asking for it again says so
+    assert Manifest(str(tmp_path / 'b')).load()[entry['file']]['status'] == 'failed_verification'
+    with pytest.raises(BackupError) as info:
+        _restore(server, tmp_path / 'b', snapshot=entry['file'])
+    assert info.value.param == 'snapshot' and 'failed_verification' in info.value.msg
     # 2. damaged before it was hashed (sha256 matches): redis-check-rdb refuses it
     with Manifest(str(tmp_path / 'b')).update() as entries:
         entries[entry['file']]['sha256'] = _sha(str(path))
+        entries[entry['file']]['status'] = 'ok'
     with pytest.raises(BackupError) as info:
         _restore(server, tmp_path / 'b', snapshot=entry['file'])
     assert 'redis-check-rdb' in info.value.msg
+    assert info.value.param == 'snapshot'  # docs/redis.md: a refused snapshot names snapshot
     assert client.info('server')['process_id'] == pid
     assert client.get('live') == b'still here' and client.dbsize() == 201
     assert _data_state(server) == before
