@@ -138,14 +138,15 @@ def durable_copy(src, final_path, mode=0o600):
     return digest.hexdigest(), size
 
 
-def remove_stale_temps(directory, match=''):
-    """Remove temporaries a killed run left in ``directory`` (names starting with
-    ``TEMP_PREFIX + match``). Call only while holding the job's lock. Returns the names."""
+def remove_stale_temps(directory, match='', pattern=None):
+    """Remove temporaries a killed run left in ``directory``: names starting with
+    ``TEMP_PREFIX + match``, or matching the compiled ``pattern``. Call only while holding
+    the lock of the job that writes them. Returns the names."""
     removed = []
     if not os.path.isdir(directory):
         return removed
     for name in sorted(os.listdir(directory)):
-        if name.startswith(TEMP_PREFIX + match):
+        if pattern.match(name) if pattern is not None else name.startswith(TEMP_PREFIX + match):
             discard(os.path.join(directory, name))
             removed.append(name)
     if removed:

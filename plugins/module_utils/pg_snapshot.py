@@ -26,12 +26,14 @@ import datetime
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics, naming
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import ArtifactError, BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
 from ansible_collections.codeb.backup.plugins.module_utils.retention import is_good, plan_retention
@@ -54,8 +56,17 @@ DEFAULT_LOCK_TIMEOUT = 60.0
 KIND = 'pg_snapshot'
 KIND_VERIFY = 'pg_snapshot_verify'
 KIND_RESTORE = 'pg_snapshot_restore'
+KIND_PRUNE = 'pg_snapshot_prune'
+# Safety snapshots (taken by deploy and rollback) report under their own metrics kind, so
+# their success can never mask a failing scheduled job of the same database.
+PURPOSES = {'scheduled': KIND, 'safety': 'pg_snapshot_safety'}
+DEFAULT_PURPOSE = 'scheduled'
+# A restore replaces the target by renaming databases: never a template (every CREATE
+# DATABASE would clone the snapshot), and the maintenance database only when asked for.
+TEMPLATE_DATABASES = ('template0', 'template1')
+POSTGRES_DATABASE = 'postgres'
 
-_STAMP = r'\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}'
+_STAMP = naming.TIMESTAMP_PATTERN
 _COMPRESSION_RE = re.compile(r'\A(none|gzip|zstd)(?::(\d{1,2}))?\Z')
 _SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema')"
 
@@ -101,8 +112,15 @@ def check_options(params):
     naming.validate_name('database', p.get('database'))
     if p.get('target_database') not in (None, ''):
         naming.validate_name('target_database', p['target_database'])
+        p['_target_param'] = 'target_database'
     else:
         p['target_database'] = p['database']
+        p['_target_param'] = 'database'
+    purpose = p.get('purpose') or DEFAULT_PURPOSE
+    if purpose not in PURPOSES:
+        raise BackupError('purpose must be one of %s; got %r' % (', '.join(sorted(PURPOSES)),
+                                                                 purpose), param='purpose')
+    p['purpose'] = purpose
     backup_dir = p.get('backup_dir') or DEFAULT_BACKUP_DIR
     if not isinstance(backup_dir, str) or not os.path.isabs(backup_dir) \
             or '..' in backup_dir.split(os.sep):
@@ -141,7 +159,25 @@ def check_options(params):
     p['login_user'] = p.get('login_user') or 'postgres'
     p['maintenance_db'] = p.get('maintenance_db') or 'postgres'
     p['pg_bin_dir'] = p.get('pg_bin_dir') or DEFAULT_PG_BIN_DIR
+    if (p.get('state') or 'present') == 'restored':
+        _check_restore_target(p)
     return p
+
+
+def _check_restore_target(p):
+    target, param = p['target_database'], p['_target_param']
+    if target in TEMPLATE_DATABASES:
+        raise BackupError('refusing to restore into the template database %r: every later '
+                          'CREATE DATABASE would copy the snapshot. Restore into another '
+                          'database with target_database.' % target, param=param)
+    if target == POSTGRES_DATABASE and not p.get('allow_postgres_database'):
+        raise BackupError('refusing to restore into the maintenance database %r: tools and '
+                          'monitoring connect to it. Set allow_postgres_database to replace it '
+                          'anyway.' % target, param=param)
+    if target == p['maintenance_db']:
+        raise BackupError('target_database %r is the maintenance_db this restore connects '
+                          'through; set maintenance_db to another database (e.g. template1)'
+                          % target, param='maintenance_db')
 
 
 # --------------------------------------------------------------------------- running tools
@@ -286,6 +322,15 @@ def connection_error(stderr, params, what, rc=None):
             or re.search(r'fatal:\s+role "[^"]*" does not exist', lower):
         return BackupError('%s: the server refused login_user %r: %s' % (
             what, params.get('login_user'), tail), param='login_user', rc=rc)
+    match = re.search(r'database "([^"]*)" is not currently accepting connections', text)
+    if match:
+        return BackupError(
+            '%s: database %r does not accept connections (ALLOW_CONNECTIONS is false). If a '
+            'pg_snapshot restore was interrupted, any next run for that database (not in check '
+            'mode) reopens it; otherwise reopen it yourself: psql -d %s -c \'ALTER DATABASE '
+            '%s ALLOW_CONNECTIONS true\'' % (what, match.group(1), params.get('maintenance_db'),
+                                              _ident(match.group(1))),
+            param='database', rc=rc)
     match = re.search(r'database "([^"]*)" does not exist', text)
     if match:
         name = match.group(1)
@@ -387,16 +432,25 @@ def artifact_size(path):
     return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path))
 
 
+# pg_restore messages that are about pg_restore itself (too old for the archive), not
+# evidence against the archive.
+_TOOL_PROBLEMS = ('unsupported version', 'out of memory', 'could not open input file')
+
+
 def check_archive(conn, path, method, database=None, full=True):
     """``pg_restore --list`` the archive (after ``zstd -t`` for zstd when ``full``); return
-    the number of TOC entries. Raise if it is unreadable, empty or of another database."""
+    ``(toc_entries, header)``. Raises ArtifactError when the archive itself is rejected
+    (unreadable, empty, of another database) and a plain BackupError when a tool is
+    missing or cannot judge it, so only evidence marks a snapshot bad."""
     pg_restore = conn.tool('pg_restore')
+    zstd = _zstd() if method == 'zstd' else None
     if method == 'zstd':
-        test = subprocess.run(['zstd', '-q', '-t', path], capture_output=True, text=True,
+        test = subprocess.run([zstd, '-q', '-t', path], capture_output=True, text=True,
                               check=False) if full else None
         if test is not None and test.returncode != 0:
-            raise BackupError('zstd integrity test of %s failed: %s' % (path, test.stderr.strip()))
-        unzstd = subprocess.Popen(['zstd', '-q', '-dc', path], stdout=subprocess.PIPE,
+            raise ArtifactError('zstd integrity test of %s failed: %s'
+                                % (path, test.stderr.strip()))
+        unzstd = subprocess.Popen([zstd, '-q', '-dc', path], stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         listing = subprocess.run([pg_restore, '--list'], stdin=unzstd.stdout,
                                  capture_output=True, text=True, check=False)
@@ -407,14 +461,26 @@ def check_archive(conn, path, method, database=None, full=True):
         listing = subprocess.run([pg_restore, '--list', path], capture_output=True, text=True,
                                  check=False)
     if listing.returncode != 0:
-        raise BackupError('pg_restore --list of %s failed: %s' % (path, listing.stderr.strip()))
-    header = re.search(r'^;\s+dbname: (.*)$', listing.stdout, re.M)
+        error = listing.stderr.strip()
+        if any(text in error for text in _TOOL_PROBLEMS):
+            raise BackupError('pg_restore %s cannot read %s: %s (the snapshot was not judged)'
+                              % (pg_restore, path, error), param='pg_bin_dir')
+        raise ArtifactError('pg_restore --list of %s failed: %s' % (path, error))
+    header = dict(re.findall(r'^;\s+(dbname|Compression|Format): (.*)$', listing.stdout, re.M))
     toc = [line for line in listing.stdout.splitlines() if line and not line.startswith(';')]
-    if header is None:
-        raise BackupError('%s is not a pg_dump archive (no TOC header)' % path)
-    if database is not None and header.group(1) != database:
-        raise BackupError('%s holds database %r, not %r' % (path, header.group(1), database))
-    return len(toc)
+    if 'dbname' not in header:
+        raise ArtifactError('%s is not a pg_dump archive (no TOC header)' % path)
+    if database is not None and header['dbname'] != database:
+        raise ArtifactError('%s holds database %r, not %r' % (path, header['dbname'], database))
+    return len(toc), header
+
+
+def _zstd():
+    path = shutil.which('zstd')
+    if path:
+        return path
+    raise BackupError('zstd is not installed (needed to read and write .dump.zst snapshots); '
+                      'install the zstd package', param='compression')
 
 
 def verify_entry(conn, backup_dir, entry, full=True):
@@ -424,22 +490,28 @@ def verify_entry(conn, backup_dir, entry, full=True):
     method = (entry.get('compression') or 'none').split(':')[0]
     report = dict(file=entry['file'], path=path, time=entry['time'], sha256=entry.get('sha256'),
                   size_bytes=entry.get('size_bytes'), ok=False, sha256_ok=False, list_ok=False)
-    if not os.path.exists(path):
-        report['error'] = 'file is missing'
-        return report
-    actual = artifact_sha256(path)
-    report['actual_sha256'] = actual
-    if actual != entry.get('sha256'):
-        report['error'] = 'sha256 mismatch: manifest %s, file %s' % (entry.get('sha256'), actual)
-        return report
-    report['sha256_ok'] = True
     try:
-        report['toc_entries'] = check_archive(conn, path, method, entry.get('database'), full)
-    except BackupError as exc:
+        report['actual_sha256'] = check_checksum(backup_dir, entry)
+        report['sha256_ok'] = True
+        report['toc_entries'] = check_archive(conn, path, method, entry.get('database'),
+                                              full)[0]
+    except ArtifactError as exc:  # anything else is not about this snapshot: it propagates
         report['error'] = exc.msg
         return report
     report['list_ok'] = report['ok'] = True
     return report
+
+
+def check_checksum(backup_dir, entry):
+    """The artifact's sha256, or ArtifactError when it is missing or differs from the
+    manifest. (An unreadable disk raises OSError: no evidence about the artifact.)"""
+    path = os.path.join(backup_dir, entry['file'])
+    if not os.path.lexists(path):
+        raise ArtifactError('file is missing')
+    actual = artifact_sha256(path)
+    if actual != entry.get('sha256'):
+        raise ArtifactError('sha256 mismatch: manifest %s, file %s' % (entry.get('sha256'), actual))
+    return actual
 
 
 # --------------------------------------------------------------------------- connection probe
@@ -465,19 +537,96 @@ def _literal(value):
     return "'%s'" % str(value).replace("'", "''")
 
 
-# --------------------------------------------------------------------------- present
+# --------------------------------------------------------------------------- reconcile
+
+DELETING = 'deleting'  # a prune's intent, recorded before it unlinks
+
 
 def _remove_stale(backup_dir, database):
-    pattern = _temp_re(database)
-    removed = []
-    for name in sorted(os.listdir(backup_dir)):
-        if pattern.match(name):
-            durable.discard(os.path.join(backup_dir, name))
-            removed.append(name)
-    if removed:
-        durable.fsync_dir(backup_dir)
-    return removed
+    return durable.remove_stale_temps(backup_dir, pattern=_temp_re(database))
 
+
+def closed_marker_path(backup_dir, database):
+    """Written (durably) before a restore closes ``database`` to connections, removed after
+    it is open again: a marker left behind means a killed restore closed it."""
+    return os.path.join(backup_dir, '.pg_snapshot-%s.closed' % database)
+
+
+def reconcile(conn, p, database):
+    """Repair what a killed or failed run of ``database``'s jobs left, while holding that
+    database's lock: reopen the database if a restore closed it, remove temporaries,
+    finish an interrupted prune, adopt whole snapshots the manifest does not list (a kill
+    between the rename and the manifest write) and remove unlisted ones that fail their
+    check. Returns what was done."""
+    backup_dir = p['backup_dir']
+    done = dict(stale_temps_removed=_remove_stale(backup_dir, database),
+                reopened=_reopen_if_closed_by_us(conn, p, database),
+                prune_finished=[], adopted=[], removed=[])
+    manifest = Manifest(backup_dir)
+    listed = manifest.load()
+    unfinished = sorted(name for name, e in listed.items()
+                        if e.get('kind') == KIND and e.get('database') == database
+                        and e.get('status') == DELETING)
+    adopted = {}
+    pattern = _name_re(database)
+    for name in sorted(os.listdir(backup_dir)):
+        match = pattern.match(name)
+        if not match or name in listed:
+            continue
+        try:  # outside the manifest's lock: other databases' jobs need not wait for this
+            adopted[name] = _adopt(conn, backup_dir, database, name, match.group(1))
+        except ArtifactError as exc:
+            durable.discard(os.path.join(backup_dir, name))
+            done['removed'].append(dict(file=name, reason=exc.msg))
+    for name in unfinished:
+        durable.discard(os.path.join(backup_dir, name))
+    if unfinished or done['removed']:
+        durable.fsync_dir(backup_dir)
+    with manifest.update() as entries:  # also removes a killed manifest write's temporary
+        for name in unfinished:
+            entries.pop(name, None)
+        for name, entry in adopted.items():
+            entries.setdefault(name, entry)
+    done['prune_finished'] = unfinished
+    done['adopted'] = sorted(adopted)
+    return done
+
+
+def _adopt(conn, backup_dir, database, name, stamp):
+    """A manifest entry for a whole snapshot found under its final name but not listed.
+    Its row counts were never recorded, so a restore of it checks sha256 and the archive
+    but cannot compare rows (``adopted`` says so)."""
+    path = os.path.join(backup_dir, name)
+    method = 'zstd' if name.endswith('.zst') else 'none'
+    toc, header = check_archive(conn, path, method, database, full=True)
+    if method == 'none' and header.get('Compression', '0') not in ('0', 'none'):
+        method = 'gzip'
+    return dict(file=name, time=stamp, kind=KIND, database=database, sha256=artifact_sha256(path),
+                size_bytes=artifact_size(path), status='ok', adopted=True,
+                verified_at=naming.format_timestamp(),
+                format='directory' if os.path.isdir(path) else 'custom', compression=method,
+                toc_entries=toc)
+
+
+def _reopen_if_closed_by_us(conn, p, database):
+    marker = closed_marker_path(p['backup_dir'], database)
+    if not os.path.lexists(marker):
+        return False
+    if database_exists(conn, p, database):
+        conn.psql('ALTER DATABASE %s ALLOW_CONNECTIONS true' % _ident(database),
+                  p['maintenance_db'],
+                  what='reopening database %r, which an interrupted restore closed' % database)
+    durable.discard(marker)
+    durable.fsync_dir(p['backup_dir'])
+    return True
+
+
+def _locked(p, database):
+    return job_lock(lock_path(p['backup_dir'], database), 'pg_snapshot of database %s' % database,
+                    wait=p['lock_timeout'])
+
+
+# --------------------------------------------------------------------------- present
 
 def _run_dump(conn, p, snapshot_id, temp):
     """pg_dump (| zstd) into ``temp``; raise on any failure of either tool."""
@@ -502,7 +651,7 @@ def _run_dump(conn, p, snapshot_id, temp):
                 if method == 'zstd':
                     dump = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errs[0],
                                             **conn.popen_kwargs())
-                    pack = subprocess.Popen(['zstd', '-q', '-T0', '-%d' % level, '-c'],
+                    pack = subprocess.Popen([_zstd(), '-q', '-T0', '-%d' % level, '-c'],
                                             stdin=dump.stdout, stdout=out, stderr=errs[1],
                                             preexec_fn=_die_with_parent)
                     dump.stdout.close()
@@ -524,30 +673,34 @@ def _run_dump(conn, p, snapshot_id, temp):
         for handle in errs:
             handle.close()
 
-
 def snapshot(params, check_mode=False, now=None):
     """``state: present``: dump one database, check it, record it, then prune."""
     p = check_options(params)
     conn = Connection(p)
-    started = time.monotonic()
     db, backup_dir = p['database'], p['backup_dir']
-    try:
-        server_version = probe(conn, db)
+    with Job(PURPOSES[p['purpose']], db, p['metrics_dir'], check_mode,
+             what='pg_snapshot of database %r' % db) as job:
+        try:  # before anything is written: a bad connection leaves no trace
+            server_version = probe(conn, db)
+        except BackupError:
+            if check_mode or not os.path.lexists(closed_marker_path(backup_dir, db)):
+                raise
+            server_version = None  # closed by an interrupted restore: reconcile reopens it
         if check_mode:
             taken = set(e['time'] for e in _entries_for(Manifest(backup_dir), db)) \
                 if os.path.isdir(backup_dir) else set()
             stamp = naming.unique_timestamp(taken, now)
-            prune_plan = _plan_prune(p, now, extra_newest=True)
+            prune_plan, _condemned = _plan_prune(p, now, extra_newest=True)
             return dict(changed=True, database=db, server_version=server_version,
                         file=snapshot_name(db, stamp, p['_method']),
                         path=os.path.join(backup_dir, snapshot_name(db, stamp, p['_method'])),
-                        format=p['format'], compression=p['compression'],
+                        format=p['format'], compression=p['compression'], purpose=p['purpose'],
                         pruned=[e['file'] for e in prune_plan], size_bytes=0,
-                        duration_seconds=round(time.monotonic() - started, 3))
+                        duration_seconds=job.duration())
         durable.ensure_dir(backup_dir, 0o700)
-        with job_lock(lock_path(backup_dir, db), 'pg_snapshot of database %s' % db,
-                      wait=p['lock_timeout']):
-            stale = _remove_stale(backup_dir, db)
+        with _locked(p, db):
+            repaired = reconcile(conn, p, db)
+            server_version = server_version or probe(conn, db)
             manifest = Manifest(backup_dir)
             taken = set(e['time'] for e in _entries_for(manifest, db))
             stamp = naming.unique_timestamp(taken, now)
@@ -564,7 +717,7 @@ def snapshot(params, check_mode=False, now=None):
                     session.send(ROW_COUNT_SQL)
                     _run_dump(conn, p, snap, temp)
                     # zstd exited 0, so its frames are whole; check the archive's TOC.
-                    toc = check_archive(conn, temp, p['_method'], db, full=False)
+                    toc = check_archive(conn, temp, p['_method'], db, full=False)[0]
                     digest = artifact_sha256(temp)
                     size = artifact_size(temp)
                     tables = _parse_counts(session.read('counting rows'))
@@ -572,34 +725,23 @@ def snapshot(params, check_mode=False, now=None):
                                                             'counting large objects')[0])
             finally:
                 session.close()
-            duration = round(time.monotonic() - started, 3)
+            duration = job.duration()
             entry = dict(file=name, time=stamp, kind=KIND, database=db, sha256=digest,
                          size_bytes=size, duration_seconds=duration, status='ok',
                          verified_at=naming.format_timestamp(), format=p['format'],
                          compression=p['compression'], server_version=server_version,
                          pg_dump_version=_tool_version(conn, 'pg_dump'), toc_entries=toc,
-                         tables=tables, large_objects=large_objects)
+                         tables=tables, large_objects=large_objects, purpose=p['purpose'])
             with manifest.update() as entries:
                 entries[name] = entry
-            pruned = _prune_locked(p, now)
-        metrics.write_job_metrics(KIND, db, True, duration, size, p['metrics_dir'])
+            pruned, condemned = _prune_locked(p, now, fresh=(name,))
+        job.size = size
         return dict(changed=True, database=db, file=name, path=final, sha256=digest,
                     size_bytes=size, duration_seconds=duration, server_version=server_version,
                     format=p['format'], compression=p['compression'], tables=tables,
-                    large_objects=large_objects, toc_entries=toc,
-                    pruned=[e['file'] for e in pruned], stale_temps_removed=stale)
-    except BackupError:
-        if not check_mode:
-            _failed_metrics(p, KIND, started)
-        raise
-
-
-def _failed_metrics(p, kind, started):
-    try:
-        metrics.write_job_metrics(kind, p['database'], False, time.monotonic() - started,
-                                  textfile_dir=p['metrics_dir'])
-    except OSError:
-        pass  # the job's own error is the one to report
+                    large_objects=large_objects, toc_entries=toc, purpose=p['purpose'],
+                    pruned=[e['file'] for e in pruned], failed_verification=condemned,
+                    stale_temps_removed=repaired['stale_temps_removed'], reconciled=repaired)
 
 
 def _parse_counts(lines):
@@ -621,65 +763,111 @@ def _tool_version(conn, name):
 
 # --------------------------------------------------------------------------- pruned
 
-def _plan_prune(p, now=None, extra_newest=False):
+def _plan_prune(p, now=None, extra_newest=False, fresh=(), record=False):
+    """``(delete, condemned)``. Before anything older is deleted, the snapshots retention
+    would keep as the newest ``keep_min`` good ones are checked against their sha256; one
+    that fails is ``condemned`` (no longer counted as good, marked in the manifest when
+    ``record``) and the plan is made again, so a silently corrupted newest snapshot never
+    lets a good older one go. ``fresh`` names snapshots hashed by this very run."""
     if not os.path.isdir(p['backup_dir']):
-        return []
-    entries = _entries_for(Manifest(p['backup_dir']), p['database'])
+        return [], []
+    manifest = Manifest(p['backup_dir'])
+    entries = _entries_for(manifest, p['database'])
     if extra_newest:  # check mode of present: the snapshot about to be made counts as newest
         entries = entries + [dict(file='(new)', time=naming.format_timestamp(now), status='ok')]
-    _keep, delete = plan_retention(entries, now or naming.utcnow(),
-                                   max_age=datetime.timedelta(days=p['keep_days']),
-                                   keep_min=p['keep_min'])
-    return delete
+    condemned, checked = [], set(fresh) | {'(new)'}
+    while True:
+        keep, delete = plan_retention(entries, now or naming.utcnow(),
+                                      max_age=datetime.timedelta(days=p['keep_days']),
+                                      keep_min=p['keep_min'])
+        if not delete:
+            return delete, condemned
+        protected = [e for e in keep if is_good(e)][:p['keep_min']]
+        bad = []
+        for entry in protected:
+            if entry['file'] in checked:
+                continue
+            checked.add(entry['file'])
+            try:
+                check_checksum(p['backup_dir'], entry)
+            except ArtifactError as exc:
+                bad.append(dict(file=entry['file'], error=exc.msg))
+                entry['status'] = 'failed_verification'
+        if not bad:
+            return delete, condemned
+        condemned += bad
+        if record:
+            with manifest.update() as recorded:
+                for item in bad:
+                    if item['file'] in recorded:
+                        recorded[item['file']].update(status='failed_verification',
+                                                      verification_error=item['error'],
+                                                      verified_at=naming.format_timestamp())
 
 
-def _prune_locked(p, now=None):
-    """Delete what retention allows: manifest entry first, then the file."""
-    delete = _plan_prune(p, now)
+def _prune_locked(p, now=None, fresh=()):
+    """Delete what retention allows, as a recorded intent: mark the entries ``deleting``,
+    unlink the files, drop the entries. A prune killed in between is finished by the next
+    run's reconcile; no entry ever counts as good while its file is being removed."""
+    delete, condemned = _plan_prune(p, now, fresh=fresh, record=True)
     if not delete:
-        return []
+        return [], condemned
     manifest = Manifest(p['backup_dir'])
-    names = set(e['file'] for e in delete)
+    names = sorted(set(e['file'] for e in delete))
+    with manifest.update() as entries:
+        for name in names:
+            if name in entries:
+                entries[name]['status'] = DELETING
+    for name in names:
+        durable.discard(os.path.join(p['backup_dir'], name))
+    durable.fsync_dir(p['backup_dir'])
     with manifest.update() as entries:
         for name in names:
             entries.pop(name, None)
-    for name in sorted(names):
-        durable.discard(os.path.join(p['backup_dir'], name))
-    durable.fsync_dir(p['backup_dir'])
-    return delete
+    return delete, condemned
 
 
 def prune(params, check_mode=False, now=None):
     """``state: pruned``: keep ``keep_days`` days, never fewer than ``keep_min`` good ones."""
     p = check_options(params)
-    started = time.monotonic()
-    if check_mode or not os.path.isdir(p['backup_dir']):
-        delete = _plan_prune(p, now)
-    else:
-        with job_lock(lock_path(p['backup_dir'], p['database']),
-                      'pg_snapshot of database %s' % p['database'], wait=p['lock_timeout']):
-            delete = _prune_locked(p, now)
-    kept = [e['file'] for e in _entries_for(Manifest(p['backup_dir']), p['database'])] \
-        if os.path.isdir(p['backup_dir']) else []
-    deleted = set(e['file'] for e in delete)
-    return dict(changed=bool(delete), database=p['database'],
-                pruned=[dict(file=e['file'], time=e['time'], reason=e['reason']) for e in delete],
-                kept=[name for name in kept if name not in deleted],
-                size_bytes=sum(e.get('size_bytes') or 0 for e in delete),
-                duration_seconds=round(time.monotonic() - started, 3))
+    db = p['database']
+    with Job(KIND_PRUNE, db, p['metrics_dir'], check_mode,
+             what='pruning snapshots of database %r' % db) as job:
+        repaired = None
+        if check_mode or not os.path.isdir(p['backup_dir']):
+            delete, condemned = _plan_prune(p, now)
+        else:
+            with _locked(p, db):
+                repaired = reconcile(Connection(p), p, db)
+                delete, condemned = _prune_locked(p, now)
+        kept = [e['file'] for e in _entries_for(Manifest(p['backup_dir']), db)] \
+            if os.path.isdir(p['backup_dir']) else []
+        deleted = set(e['file'] for e in delete)
+        job.size = sum(e.get('size_bytes') or 0 for e in delete)
+        return dict(changed=bool(delete or condemned or repaired and any(repaired.values())),
+                    database=db,
+                    pruned=[dict(file=e['file'], time=e['time'], reason=e['reason'])
+                            for e in delete],
+                    kept=[name for name in kept if name not in deleted],
+                    failed_verification=condemned, reconciled=repaired, size_bytes=job.size,
+                    duration_seconds=job.duration())
 
 
 # --------------------------------------------------------------------------- verified
 
 def verify(params, check_mode=False):
     """``state: verified``: re-check the named, latest or ``all`` snapshots. The manifest
-    status becomes ``failed_verification`` for a snapshot that fails (so it is never
-    restored as "latest good" and does not count towards keep_min)."""
+    status becomes ``failed_verification`` only on evidence against a snapshot (sha256,
+    size, the archive's own check); a missing tool or an unreadable disk fails the run and
+    changes no status."""
     p = check_options(params)
     conn = Connection(p)
-    started = time.monotonic()
     db, backup_dir = p['database'], p['backup_dir']
-    try:
+    with Job(KIND_VERIFY, db, p['metrics_dir'], check_mode,
+             what='verification of database %r snapshots' % db) as job:
+        if not check_mode and os.path.isdir(backup_dir):
+            with _locked(p, db):
+                reconcile(conn, p, db)
         if p.get('snapshot') == 'all':
             chosen = _entries_for(Manifest(backup_dir), db) if os.path.isdir(backup_dir) else []
             if not chosen:
@@ -687,16 +875,16 @@ def verify(params, check_mode=False):
                                   param='snapshot')
         else:
             chosen = [select_entry(backup_dir, db, p.get('snapshot'), good_only=False)]
+        # Long: runs without the lock, so the nightly snapshot need not wait for it.
         reports = [verify_entry(conn, backup_dir, entry) for entry in chosen]
         changed = False
         if not check_mode:
             stamp = naming.format_timestamp()
-            with job_lock(lock_path(backup_dir, db), 'pg_snapshot of database %s' % db,
-                          wait=p['lock_timeout']):
+            with _locked(p, db):
                 with Manifest(backup_dir).update() as entries:
                     for report in reports:
                         entry = entries.get(report['file'])
-                        if entry is None:
+                        if entry is None or entry.get('status') == DELETING:
                             continue
                         status = 'ok' if report['ok'] else 'failed_verification'
                         changed = changed or entry.get('status', 'ok') != status
@@ -708,29 +896,20 @@ def verify(params, check_mode=False):
                             entry.pop('verification_error', None)
         else:
             changed = any(not r['ok'] for r in reports)
-        duration = round(time.monotonic() - started, 3)
         bad = [r for r in reports if not r['ok']]
+        job.size = sum(r.get('size_bytes') or 0 for r in reports)
         result = dict(changed=changed, database=db, snapshots=reports,
-                      verified=not bad, duration_seconds=duration,
-                      size_bytes=sum(r.get('size_bytes') or 0 for r in reports))
+                      verified=not bad, duration_seconds=job.duration(), size_bytes=job.size)
         if bad:
-            if not check_mode:
-                _failed_metrics(p, KIND_VERIFY, started)
             raise BackupError('%d of %d snapshot(s) of database %r failed verification: %s' % (
                 len(bad), len(reports), db,
                 '; '.join('%s: %s' % (r['file'], r['error']) for r in bad)),
                 param='snapshot', **{k: v for k, v in result.items() if k != 'changed'})
-        if not check_mode:
-            metrics.write_job_metrics(KIND_VERIFY, db, True, duration, result['size_bytes'],
-                                      p['metrics_dir'])
         return result
-    except BackupError as exc:
-        if not check_mode and 'snapshots' not in exc.details:
-            _failed_metrics(p, KIND_VERIFY, started)
-        raise
 
 
 # --------------------------------------------------------------------------- restored
+
 
 def _helper_prefix(kind, target):
     return '_codeb_%s_%s_' % (kind, hashlib.sha1(target.encode()).hexdigest()[:8])
@@ -818,14 +997,14 @@ def restore(params, check_mode=False):
     """``state: restored``: verify, restore into a fresh database, check row counts, swap."""
     p = check_options(params)
     conn = Connection(p)
-    started = time.monotonic()
     db, target, backup_dir = p['database'], p['target_database'], p['backup_dir']
-    try:
+    with Job(KIND_RESTORE, target, p['metrics_dir'], check_mode,
+             what='restore of database %r' % target) as job:
         entry = select_entry(backup_dir, db, p.get('snapshot'), good_only=True)
         path = os.path.join(backup_dir, entry['file'])
         method = (entry.get('compression') or 'none').split(':')[0]
         report = verify_entry(conn, backup_dir, entry, full=False)
-        verify_seconds = round(time.monotonic() - started, 3)
+        verify_seconds = job.duration()
         if not report['ok']:
             if not check_mode:
                 with Manifest(backup_dir).update() as entries:
@@ -841,30 +1020,16 @@ def restore(params, check_mode=False):
         if check_mode:
             return dict(changed=True, database=db, target_database=target, file=entry['file'],
                         sha256=entry['sha256'], replaced_existing=exists,
-                        size_bytes=entry.get('size_bytes'),
-                        duration_seconds=round(time.monotonic() - started, 3))
-        locks = sorted(set([db, target]))
-        with job_lock(lock_path(backup_dir, locks[0]), 'pg_snapshot of database %s' % locks[0],
-                      wait=p['lock_timeout']):
-            with job_lock(lock_path(backup_dir, locks[-1]),
-                          'pg_snapshot of database %s' % locks[-1], wait=p['lock_timeout']) \
-                    if len(locks) > 1 else _nullcontext():
-                result = _restore_locked(conn, p, entry, path, method, exists)
-        duration = round(time.monotonic() - started, 3)
-        result.update(duration_seconds=duration, size_bytes=entry.get('size_bytes'))
+                        size_bytes=entry.get('size_bytes'), duration_seconds=job.duration(),
+                        msg='would restore %s into %s' % (entry['file'], target))
+        first, last = sorted(set([db, target]))[0], sorted(set([db, target]))[-1]
+        with _locked(p, first), (_locked(p, last) if last != first else _nullcontext()):
+            repaired = [reconcile(conn, p, name) for name in sorted(set([db, target]))]
+            result = _restore_locked(conn, p, entry, path, method, exists)
+        job.size = entry.get('size_bytes')
+        result.update(duration_seconds=job.duration(), size_bytes=job.size, reconciled=repaired)
         result['timings']['verify_seconds'] = verify_seconds
-        metrics.write_job_metrics(KIND_RESTORE, target, True, duration, entry.get('size_bytes'),
-                                  p['metrics_dir'])
         return result
-    except BackupError:
-        if not check_mode:
-            try:
-                metrics.write_job_metrics(KIND_RESTORE, target, False,
-                                          time.monotonic() - started,
-                                          textfile_dir=p['metrics_dir'])
-            except OSError:
-                pass
-        raise
 
 
 class _nullcontext(object):
@@ -878,7 +1043,6 @@ class _nullcontext(object):
 def _restore_locked(conn, p, entry, path, method, exists):
     db, target, maint = p['database'], p['target_database'], p['maintenance_db']
     timings = {}
-    _remove_stale(p['backup_dir'], db)  # e.g. the scratch copy of a killed restore
     leftovers = _drop_leftovers(conn, p, target)
     suffix = os.urandom(3).hex()
     temp_db = _helper_prefix('rst', target) + suffix
@@ -902,39 +1066,16 @@ def _restore_locked(conn, p, entry, path, method, exists):
         step = time.monotonic()
         counts = _parse_counts(conn.psql(ROW_COUNT_SQL, temp_db, 'counting restored rows')
                                .splitlines())
-        expected = entry.get('tables') or {}
-        diff = sorted(set(expected) | set(counts))
-        mismatch = ['%s: snapshot %s, restored %s' % (t, expected.get(t), counts.get(t))
-                    for t in diff if expected.get(t) != counts.get(t)]
-        if mismatch:
-            raise BackupError('restored data of %s does not match its manifest (%s); the live '
-                              'database %r was not touched' % (entry['file'],
-                                                               '; '.join(mismatch[:5]), target))
         large_objects = int(conn.psql(LARGE_OBJECT_SQL, temp_db, 'counting large objects'))
-        if large_objects != int(entry.get('large_objects') or 0):
-            raise BackupError('restored %d large objects, the snapshot recorded %s'
-                              % (large_objects, entry.get('large_objects')))
+        row_check = _compare_rows(entry, counts, large_objects, target)
         timings['row_check_seconds'] = round(time.monotonic() - step, 3)
         step = time.monotonic()
         if exists:
-            conn.psql('ALTER DATABASE %s ALLOW_CONNECTIONS false' % _ident(target), maint,
-                      what='closing database %r to new connections' % target)
-            try:
-                conn.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                          "datname = %s AND pid <> pg_backend_pid()" % _literal(target), maint,
-                          what='disconnecting sessions of %r' % target)
-                _swap(conn, maint, target, old_db, temp_db)
-                swapped = True
-            finally:
-                if not swapped:
-                    conn.psql('ALTER DATABASE %s ALLOW_CONNECTIONS true' % _ident(target), maint,
-                              what='reopening database %r' % target)
-            conn.psql('DROP DATABASE %s WITH (FORCE)' % _ident(old_db), maint,
-                      what='dropping the replaced database')
+            _replace(conn, p, target, old_db, temp_db)
         else:
             conn.psql('ALTER DATABASE %s RENAME TO %s' % (_ident(temp_db), _ident(target)), maint,
                       what='renaming the restored database to %r' % target)
-            swapped = True
+        swapped = True
     finally:
         if not swapped:
             conn.psql('DROP DATABASE IF EXISTS %s WITH (FORCE)' % _ident(temp_db), maint,
@@ -942,8 +1083,66 @@ def _restore_locked(conn, p, entry, path, method, exists):
     timings['swap_seconds'] = round(time.monotonic() - step, 3)
     return dict(changed=True, database=db, target_database=target, file=entry['file'],
                 time=entry['time'], sha256=entry['sha256'], replaced_existing=exists,
-                timings=timings,
+                timings=timings, row_check=row_check,
                 tables=counts, large_objects=large_objects, leftovers_dropped=leftovers)
+
+
+def _compare_rows(entry, counts, large_objects, target):
+    if entry.get('adopted') and 'tables' not in entry:
+        return 'skipped: adopted snapshot, its row counts were never recorded'
+    expected = entry.get('tables') or {}
+    mismatch = ['%s: snapshot %s, restored %s' % (t, expected.get(t), counts.get(t))
+                for t in sorted(set(expected) | set(counts)) if expected.get(t) != counts.get(t)]
+    if mismatch:
+        raise BackupError('restored data of %s does not match its manifest (%s); the live '
+                          'database %r was not touched' % (entry['file'], '; '.join(mismatch[:5]),
+                                                           target))
+    if large_objects != int(entry.get('large_objects') or 0):
+        raise BackupError('restored %d large objects, the snapshot recorded %s'
+                          % (large_objects, entry.get('large_objects')))
+    return 'ok'
+
+
+def _replace(conn, p, target, old_db, temp_db):
+    """Swap the restored ``temp_db`` in as ``target``. The live database is closed to new
+    connections only after a marker says so, so a killed run's successor reopens it; if
+    any step after the swap fails, the original is put back."""
+    maint, marker = p['maintenance_db'], closed_marker_path(p['backup_dir'], target)
+    durable.atomic_write_json(marker, dict(database=target, pid=os.getpid(),
+                                           time=naming.format_timestamp()))
+    conn.psql('ALTER DATABASE %s ALLOW_CONNECTIONS false' % _ident(target), maint,
+              what='closing database %r to new connections' % target)
+    swapped = False
+    try:
+        conn.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                  "datname = %s AND pid <> pg_backend_pid()" % _literal(target), maint,
+                  what='disconnecting sessions of %r' % target)
+        _swap(conn, maint, target, old_db, temp_db)
+        swapped = True
+        conn.psql('DROP DATABASE %s WITH (FORCE)' % _ident(old_db), maint,
+                  what='dropping the replaced database')
+    except BaseException as exc:
+        if swapped:  # the restored copy is live: put the original back under its name
+            _swap(conn, maint, target, temp_db, old_db)
+            if isinstance(exc, BackupError):
+                exc.msg = '%s; the original database %r was put back' % (exc.msg, target)
+                exc.args = (exc.msg,)
+        conn.psql('ALTER DATABASE %s ALLOW_CONNECTIONS true' % _ident(target), maint,
+                  what='reopening database %r' % target)
+        raise
+    finally:
+        if not _closed(conn, p, target):
+            durable.discard(marker)
+            durable.fsync_dir(p['backup_dir'])
+
+
+def _closed(conn, p, database):
+    try:
+        out = conn.psql('SELECT NOT datallowconn FROM pg_database WHERE datname = %s'
+                        % _literal(database), p['maintenance_db'], what='reading datallowconn')
+    except BackupError:
+        return True  # cannot tell: keep the marker, the next run checks again
+    return out.strip() == 't'
 
 
 def _swap(conn, maint, target, old_db, temp_db):
@@ -1007,7 +1206,9 @@ def _cli_params(args):
         target_database=getattr(args, 'target_database', None), backup_dir=args.backup_dir,
         format=getattr(args, 'format', None), compression=getattr(args, 'compression', None),
         jobs=getattr(args, 'jobs', None), keep_days=args.keep_days, keep_min=args.keep_min,
-        snapshot=getattr(args, 'snapshot', None), login_host=args.login_host,
+        snapshot=getattr(args, 'snapshot', None), purpose=getattr(args, 'purpose', None),
+        allow_postgres_database=getattr(args, 'allow_postgres_database', False),
+        login_host=args.login_host,
         login_port=args.login_port, login_user=args.login_user,
         login_unix_socket=args.login_unix_socket, login_password=_read_password(args),
         maintenance_db=args.maintenance_db, os_user=args.os_user, pg_bin_dir=args.pg_bin_dir,
@@ -1041,6 +1242,11 @@ def register_cli(subparsers):
     cmd.add_argument('--compression', default=DEFAULT_COMPRESSION,
                      help='none, gzip[:1-9], zstd[:1-19] (default %s)' % DEFAULT_COMPRESSION)
     cmd.add_argument('--jobs', type=int, default=DEFAULT_JOBS)
+    cmd.add_argument('--purpose', choices=sorted(PURPOSES), default=DEFAULT_PURPOSE,
+                     help='scheduled (metrics kind pg_snapshot) or safety (deploy/rollback '
+                          'snapshots, metrics kind pg_snapshot_safety)')
+    cmd.add_argument('--allow-postgres-database', action='store_true',
+                     help='allow --state restored to replace the postgres database')
     _common_cli_args(cmd)
     cmd.set_defaults(handler=_cli_snapshot)
 

@@ -18,13 +18,21 @@ description:
     C({backup_dir}/manifest.json) with its sha256, size, duration, server version and the
     exact row count of every table (counted in the same MVCC snapshot C(pg_dump) used).
   - O(state=verified) re-checks snapshots (sha256 and C(pg_restore --list)) and fails if one
-    is damaged, marking it C(failed_verification) in the manifest.
+    is damaged, marking it C(failed_verification) in the manifest. Only evidence against the
+    snapshot marks it; a missing tool or an unreadable disk fails the run and changes no
+    snapshot's status.
+  - Every run that is not in check mode first repairs what a killed run of the same database
+    left, under its lock (returned as RV(reconciled)): it reopens a database an interrupted
+    restore closed to connections, removes temporaries, finishes an interrupted prune, adopts
+    a whole snapshot the manifest does not list and removes an unlisted one that fails its
+    check.
   - O(state=restored) verifies the snapshot first and refuses a checksum mismatch, restores
     into a fresh temporary database, compares the row counts with the manifest, and only then
     swaps it in by renaming. A failed restore leaves the live database exactly as it was.
   - O(state=pruned) (also applied after every O(state=present)) deletes snapshots older than
     O(keep_days) but never the newest O(keep_min) good ones, even when backups stopped weeks
-    ago. Manifest entries and files go together.
+    ago; before it deletes anything it re-checks the sha256 of the snapshots it counts as
+    those good ones. Manifest entries and files go together.
   - A lock per database makes a second concurrent run wait O(lock_timeout) seconds, then
     fail with a clear message. Every run writes node_exporter textfile metrics.
   - The same code runs from cron as C(codeb-backup pg-snapshot) on the host.
@@ -64,7 +72,23 @@ options:
     description:
       - Database to restore into with O(state=restored). Defaults to O(database). It is
         replaced as a whole (created if absent); its encoding, collation and owner are kept.
+      - V(template0) and V(template1) are always refused, V(postgres) unless
+        O(allow_postgres_database=true); nothing is changed then.
     type: str
+  allow_postgres_database:
+    description:
+      - Allow O(state=restored) to replace the V(postgres) database. It must then not be the
+        O(maintenance_db).
+    type: bool
+    default: false
+  purpose:
+    description:
+      - V(scheduled) snapshots report metrics as C(kind="pg_snapshot"); V(safety) snapshots
+        (taken by deploy and rollback) as C(kind="pg_snapshot_safety"), so they never mask a
+        failing scheduled job of the same database. Recorded in the manifest entry.
+    type: str
+    choices: [safety, scheduled]
+    default: scheduled
   snapshot:
     description:
       - Which snapshot O(state=verified) or O(state=restored) acts on. V(latest) (the
@@ -287,6 +311,21 @@ replaced_existing:
   description: Whether an existing database was replaced by the restore.
   returned: state is restored
   type: bool
+reconciled:
+  description:
+    - What this run repaired before it started (C(stale_temps_removed), C(reopened),
+      C(prune_finished), C(adopted), C(removed)); a list of those for O(state=restored).
+  returned: state is present, restored or pruned (not in check mode)
+  type: raw
+failed_verification:
+  description: Snapshots whose sha256 no longer matched when retention re-checked them.
+  returned: state is present or pruned
+  type: list
+  elements: dict
+row_check:
+  description: V(ok), or why the row counts could not be compared (an adopted snapshot).
+  returned: state is restored
+  type: str
 timings:
   description: Seconds spent verifying, in pg_restore, checking row counts and swapping.
   returned: state is restored
@@ -311,6 +350,8 @@ def main():
             format=dict(type='str', default=core.DEFAULT_FORMAT, choices=list(core.FORMATS)),
             compression=dict(type='str', default=core.DEFAULT_COMPRESSION),
             jobs=dict(type='int', default=core.DEFAULT_JOBS),
+            purpose=dict(type='str', default=core.DEFAULT_PURPOSE, choices=sorted(core.PURPOSES)),
+            allow_postgres_database=dict(type='bool', default=False),
             keep_days=dict(type='int', default=core.DEFAULT_KEEP_DAYS),
             keep_min=dict(type='int', default=core.DEFAULT_KEEP_MIN),
             lock_timeout=dict(type='float', default=core.DEFAULT_LOCK_TIMEOUT),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import os
 
 import pytest
@@ -93,7 +94,8 @@ def _seed(tmp_path, database, ages_days, status=None, other=False):
             name = core.snapshot_name(database, stamp, 'zstd')
             (tmp_path / name).write_bytes(b'x' * 10)
             entries[name] = dict(file=name, time=stamp, kind=core.KIND, database=database,
-                                 sha256='0' * 64, size_bytes=10, status=(status or {}).get(age, 'ok'))
+                                 sha256=hashlib.sha256(b'x' * 10).hexdigest(), size_bytes=10,
+                                 status=(status or {}).get(age, 'ok'))
             made.append(name)
     return made
 
