@@ -146,6 +146,25 @@ def check_in_window(target_time, earliest, latest, param='target_time'):
 
 # ---------------------------------------------------------------- running pgbackrest / psql
 
+def check_setup(user, param, config=None):
+    """Refuse, before anything is touched, on a host that was never set up for pgBackRest
+    (``playbooks/setup-backup.yml`` installs pgbackrest, creates the repository's OS user
+    and writes its configuration), with a message that says so and names ``param``."""
+    never = ('this host was never set up for pgBackRest: run playbooks/setup-backup.yml '
+             'for it first')
+    if shutil.which('pgbackrest') is None:
+        raise BackupError('pgbackrest is not installed, so %s.' % never, param=param)
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise BackupError('%s %r: no such OS user, so %s, or set %s to the OS user that owns '
+                          'the pgBackRest repository or cluster here.'
+                          % (param, user, never, param), param=param)
+    if config and not os.path.exists(config):
+        raise BackupError('config %s does not exist, so %s (or fix config).' % (config, never),
+                          param='config')
+
+
 def _as_user(user, argv):
     """Run ``argv`` as ``user``: directly if we are that user, through runuser if root."""
     if user is None:
@@ -387,6 +406,8 @@ def restore(stanza, target=None, target_time=None, restore_to='in_place', check_
     if archived_until is not None and not isinstance(archived_until, datetime.datetime):
         archived_until = parse_target_time(archived_until, param='archived_until')
     user = pg_user if restore_to == 'in_place' else scratch_user
+    if restore_to in RESTORE_TO:
+        check_setup(user, 'pg_user' if restore_to == 'in_place' else 'scratch_user', config)
     if restore_to == 'scratch':
         scratch_path = scratch_path or os.path.join(DEFAULT_SCRATCH_ROOT, stanza)
         _check_scratch_path(scratch_path)
@@ -554,6 +575,7 @@ def _cli_backup(args):
 
 
 def _cli_window(args):
+    check_setup(args.run_as, 'run_as', args.config)
     info = stanza_info(args.stanza, run_as=args.run_as, config=args.config)
     earliest, newest = window_from_info(dict(info, name=args.stanza))
     return dict(stanza=args.stanza, earliest=format_time(earliest),

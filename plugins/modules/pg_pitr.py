@@ -32,6 +32,9 @@ description:
     RV(archived_until) is the end of the recovery window; pass it to a scratch restore.
   - Check mode validates the target, the stanza and the window and reports the plan;
     it stops nothing, restores nothing and writes no WAL.
+  - On a host that was never set up for pgBackRest (no C(pgbackrest), or no O(pg_user) /
+    O(scratch_user) OS user) the module fails before touching anything, naming that option
+    and telling to run C(playbooks/setup-backup.yml) first.
   - The host command C(codeb-backup pgbackrest-window) prints the same window from cron or a shell.
 author:
   - codeb.backup maintainers (@codeb)

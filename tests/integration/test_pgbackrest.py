@@ -4,10 +4,12 @@ backups with metrics, the recovery window, refusals, and an exact scratch PITR."
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -16,6 +18,7 @@ import pytest
 
 from ansible_collections.codeb.backup.plugins.module_utils import pgbackrest as pb
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
+from helpers.ansible_runner import ROOT
 from helpers.servers import PostgresCluster, free_port
 
 STANZA = 'itest'
@@ -164,3 +167,51 @@ def test_exact_scratch_pitr_and_refusals(archiving_cluster):
     # production was not touched
     assert cluster.psql('SELECT count(*) FROM pitr') == '10'
     assert os.path.exists(os.path.join(scratch, pb.SCRATCH_MARKER))
+
+
+def _host_command(argv):
+    """``codeb-backup ARGV`` as cron runs it: (exit code, stdout, stderr)."""
+    code = ('import sys; sys.path.insert(0, %r)\n'
+            'from ansible_collections.codeb.backup.plugins.module_utils.cli import main\n'
+            'sys.exit(main(sys.argv[1:]))' % os.path.join(ROOT, '.collections'))
+    proc = subprocess.run([sys.executable, '-c', code] + list(argv), capture_output=True,
+                          text=True, timeout=120, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_window_command_prints_one_json_result(archiving_cluster):
+    """Issue 9 #15: ``codeb-backup pgbackrest-window`` printed a JSON result and an error
+    line. One JSON document on stdout; a failure only as the failed JSON and exit 1."""
+    args = ['--run-as', 'postgres', '--config', archiving_cluster.config]
+    pb.backup(STANZA, 'full', if_none=True, **_kw(archiving_cluster))
+    rc, out, err = _host_command(['pgbackrest-window', '--stanza', STANZA] + args)
+    assert rc == 0, (out, err)
+    result = json.loads(out)
+    assert result['stanza'] == STANZA and result['backups'] and result['earliest'], result
+    assert err == ''
+    rc, out, err = _host_command(['pgbackrest-window', '--stanza', 'nosuch'] + args)
+    assert rc == 1, (out, err)
+    result = json.loads(out)
+    assert result['failed'] is True and result['param'] == 'stanza', result
+    assert 'unknown stanza' in result['msg'] and STANZA in result['msg'], result
+    assert err == '', err
+
+
+def test_never_set_up_host_is_told_to_run_setup_backup_first(archiving_cluster):
+    """Issue 9 #15: restore.yml on a host never set up said "OS user 'pgbackrest' does not
+    exist". It must say to run setup-backup.yml first, naming the parameter."""
+    missing = 'codeb-nosuch-user'
+    with pytest.raises(BackupError) as exc:
+        pb.restore(STANZA, target='latest', restore_to='scratch', check_mode=True,
+                   scratch_user=missing, scratch_path=os.path.join(tempfile.gettempdir(),
+                                                                  'codeb-never-made'),
+                   config=archiving_cluster.config)
+    assert exc.value.param == 'scratch_user', exc.value.as_result()
+    assert 'setup-backup.yml' in exc.value.msg and missing in exc.value.msg
+    with pytest.raises(BackupError) as exc:
+        pb.restore(STANZA, target='latest', restore_to='in_place', check_mode=True,
+                   pg_user=missing, config=archiving_cluster.config)
+    assert exc.value.param == 'pg_user' and 'setup-backup.yml' in exc.value.msg
+    rc, out, _err = _host_command(['pgbackrest-window', '--stanza', STANZA, '--run-as', missing])
+    result = json.loads(out)
+    assert rc == 1 and result['param'] == 'run_as' and 'setup-backup.yml' in result['msg'], result

@@ -152,3 +152,17 @@ def test_cli_registers_subcommands():
     assert args.backup_type == 'full' and args.if_none and args.run_as == 'pgbackrest'
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(['pgbackrest-backup', '--stanza', 'codeb', '--type', 'weekly'])
+
+
+def test_a_host_never_set_up_is_told_to_run_setup_backup_first():
+    """Issue 9 #15: not "OS user 'pgbackrest' does not exist", but what to do, naming the
+    parameter; and nothing is touched (the check runs before anything else)."""
+    for restore_to, param in (('scratch', 'scratch_user'), ('in_place', 'pg_user')):
+        with pytest.raises(BackupError) as exc:
+            pb.restore('codeb', target='latest', restore_to=restore_to, check_mode=True,
+                       **{param: 'codeb-never-set-up'})
+        assert exc.value.param == param
+        assert 'setup-backup.yml' in exc.value.msg and 'codeb-never-set-up' in exc.value.msg
+    with pytest.raises(BackupError) as exc:
+        pb.check_setup('postgres', 'run_as', config='/nonexistent/pgbackrest.conf')
+    assert exc.value.param == 'config' and 'setup-backup.yml' in exc.value.msg
