@@ -4,7 +4,9 @@
 
 ``--at OP:N`` kills the process right before (``OP``) or right after (``OP+``) its N-th
 call of OP, one of ``rename`` (every commit point), ``unlink``, ``rmtree``, ``fsync``,
-``write`` (a file opened for writing by Python) or ``manifest`` (the N-th manifest write).
+``write`` (a file opened for writing by Python), ``manifest`` (the N-th manifest write) or
+``spawn=TEXT`` (the N-th external command whose arguments contain TEXT, e.g. a psql
+statement).
 Without ``--at`` the command simply runs; the tests kill it after a random delay instead.
 The hooks live here, in the test harness: production code has none.
 The process prints ``KILL-POINT OP:N`` to stderr just before it dies, so a test can tell
@@ -47,7 +49,23 @@ def install(op, nth, after):
         return wrapper
 
     point = '%s:%d' % (op, nth)
-    if op == 'rename':
+    if op.startswith('spawn='):
+        import subprocess
+        text, real_init = op[len('spawn='):], subprocess.Popen.__init__
+
+        def init(self, args, *rest, **kwargs):
+            if text in ' '.join(str(a) for a in (args if isinstance(args, (list, tuple))
+                                                 else [args])):
+                calls['n'] += 1
+                if calls['n'] == nth and not after:
+                    _die(point)
+            real_init(self, args, *rest, **kwargs)
+            if text in ' '.join(str(a) for a in (args if isinstance(args, (list, tuple))
+                                                 else [args])) and calls['n'] == nth and after:
+                self.wait()
+                _die(point + '+')
+        subprocess.Popen.__init__ = init
+    elif op == 'rename':
         os.rename = counted(os.rename, point)
         os.replace = counted(os.replace, point)
     elif op == 'unlink':
@@ -92,7 +110,7 @@ def main():
     args = parser.parse_args()
     argv = args.argv[1:] if args.argv[:1] == ['--'] else args.argv
     if args.at:
-        op, _sep, nth = args.at.partition(':')
+        op, _sep, nth = args.at.rpartition(':')
         install(op.rstrip('+'), int(nth), op.endswith('+'))
     from ansible_collections.codeb.backup.plugins.module_utils import cli
     sys.exit(cli.main(argv))
