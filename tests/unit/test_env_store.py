@@ -16,6 +16,7 @@ import pytest
 
 from ansible_collections.codeb.backup.plugins.module_utils import env_store
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
+from faults import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 A = b'# app\nexport DB_URL="postgres://u:pw@db/worb"\nSECRET=alpha # rotated\n'
@@ -352,16 +353,6 @@ def cli_backup_args(root, src):
             '--metrics-dir', '', '--trigger', 'manual']
 
 
-def wait_for(path, proc):
-    for _attempt in range(600):  # a liveness guard, not a speed assertion
-        if os.path.exists(path):
-            return
-        if proc.poll() is not None:
-            raise AssertionError('CLI exited before the pause: %s' % proc.communicate()[1])
-        time.sleep(0.1)
-    raise AssertionError('CLI never reached the pause point')
-
-
 def assert_consistent(root, allowed_current):
     """What a reader may rely on at any moment, even right after a kill."""
     directory = store_dir(root)
@@ -395,6 +386,51 @@ def assert_fully_consistent(root, contents):
     assert read(os.path.join(directory, 'current.env')) == contents[-1]
 
 
+# Each step of the write path as the operation the killer stops the real CLI at (the hooks
+# live in tests/faults/killer.py; production code has none). A backup into a clean store
+# renames (1) the version file, (2) backup-log.json, then (3) master.env on the first
+# version, and current.env last.
+KILL_AT = {
+    'version_temp': 'rename:1',       # version bytes written and fsynced, not yet renamed
+    'version_written': 'rename+:1',   # version file in place, log not yet written
+    'log_committed': 'rename+:2',     # the commit point passed
+    'master_written': 'rename+:3',    # first version: master.env written, current.env not
+    'current_written': 'rename+:3',   # later version: everything written
+}
+
+
+def killed_cli(args, at):
+    proc = subprocess.run([sys.executable, harness.KILLER, '--at', at, '--'] + args,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert ('KILL-POINT %s' % at.replace('+:', ':') + ('+' if '+' in at else '')).encode() \
+        in proc.stderr, proc.stderr
+    return proc
+
+
+def test_second_run_waits_for_the_lock_then_fails_clearly(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys; sys.path.insert(0, %r); '
+         'from ansible_collections.codeb.backup.plugins.module_utils import env_store; '
+         'lock = env_store.EnvStore(%r, "worb")._lock(1); lock.__enter__(); '
+         'print("locked", flush=True); sys.stdin.read()'
+         % (os.path.join(ROOT, '.collections'), str(root))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b'locked\n'
+        with pytest.raises(LockTimeout) as info:
+            backup(root, C, lock_timeout=0.3)
+        assert 'another env backup of worb/production is running' in info.value.msg
+        assert info.value.details['holder_pid'] == str(holder.pid)
+        assert len(log_versions(root)) == 1
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert backup(root, C)['created'] is True  # the kernel released the dead holder's lock
+
+
 @pytest.mark.parametrize('step,first', [
     ('version_temp', False), ('version_written', False), ('log_committed', False),
     ('current_written', False),
@@ -408,19 +444,7 @@ def test_kill_9_at_each_write_step_leaves_store_consistent(tmp_path, step, first
     src = tmp_path / 'app.env'
     new = B if not first else A
     src.write_bytes(new)
-    marker = tmp_path / 'paused'
-    proc = cli(cli_backup_args(root, src),
-               env={env_store.PAUSE_ENV: step, env_store.PAUSE_FILE_ENV: str(marker)})
-    try:
-        wait_for(str(marker), proc)
-        # while it holds the lock, a second run waits and then fails clearly
-        with pytest.raises(LockTimeout) as info:
-            backup(root, C, lock_timeout=0.3)
-        assert 'another env backup of worb/production is running' in info.value.msg
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    killed_cli(cli_backup_args(root, src), KILL_AT[step])
     assert_consistent(root, allowed_current=(A, B))
     # the next run repairs under the lock and completes the job exactly once
     rerun = cli(cli_backup_args(root, src))
@@ -429,10 +453,11 @@ def test_kill_9_at_each_write_step_leaves_store_consistent(tmp_path, step, first
     result = json.loads(out)
     contents = [A] if first else [A, B]
     assert_fully_consistent(root, contents)
-    committed = step not in ('version_temp', 'version_written')
+    # a whole version file renamed into place but not yet logged is adopted, not thrown away
+    committed = step != 'version_temp'
     assert result['created'] is not committed
     if step in ('version_temp', 'version_written'):
-        assert result['repaired'], 'the uncommitted file must be reported as removed'
+        assert result['repaired'], 'the temporary removed / the version adopted must be reported'
 
 
 def test_kill_9_at_a_random_moment_of_a_large_write(tmp_path):
@@ -499,3 +524,308 @@ def test_cli_backup_from_stdin_check_and_list(tmp_path):
     listing = json.loads(out)
     assert listing['count'] == 1 and listing['versions'][0]['sha256'] == sha(A)
     assert b'alpha' not in out and b'pw@db' not in out
+
+
+# ---- issue 9: set and restore save a hand-edited live file first (CLI and core alike) ----
+
+LIVE = b'# app\nexport DB_URL="postgres://u:pw@db/worb"\nSECRET=hand-edited # rotated\nHOT=1\n'
+
+
+def run_cli(args, stdin=None):
+    proc = cli(args)
+    out, err = proc.communicate(stdin)
+    return proc.returncode, out, err
+
+
+def test_cli_restore_saves_a_live_edit_first(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    backup(root, B)
+    dest = tmp_path / '.env'
+    dest.write_bytes(LIVE)  # edited by hand since the last backup
+    rc, out, err = run_cli(['env', 'restore', '--project', 'worb', '--root', str(root),
+                            '--version', 'master', '--dest', str(dest), '--metrics-dir', ''])
+    assert rc == 0, err
+    result = json.loads(out)
+    assert read(str(dest)) == A
+    versions = log_versions(root)
+    assert [v['sha256'] for v in versions] == [sha(A), sha(B), sha(LIVE)]
+    assert result['live_saved'] is True and result['live_version'] == versions[-1]['version']
+    assert versions[-1]['trigger'] == 'manual' and versions[-1]['source'] == str(dest)
+    assert b'hand-edited' not in out + err
+    # the saved edit can be restored, and a repeated restore changes nothing
+    rc, out, _err = run_cli(['env', 'restore', '--project', 'worb', '--root', str(root),
+                             '--version', versions[-1]['version'], '--dest', str(dest),
+                             '--metrics-dir', ''])
+    assert rc == 0 and read(str(dest)) == LIVE
+    rc, out, _err = run_cli(['env', 'restore', '--project', 'worb', '--root', str(root),
+                             '--version', versions[-1]['version'], '--dest', str(dest),
+                             '--metrics-dir', ''])
+    assert rc == 0 and json.loads(out)['changed'] is False
+    assert len(log_versions(root)) == 3
+
+
+def test_cli_set_saves_a_live_edit_first_and_keeps_it_in_the_file(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    dest = tmp_path / '.env'
+    dest.write_bytes(LIVE)
+    values = tmp_path / 'values'
+    values.write_text('SECRET=from-file\n')
+    rc, out, err = run_cli(['env', 'set', '--project', 'worb', '--root', str(root),
+                            '--values-file', str(values), '--dest', str(dest),
+                            '--metrics-dir', ''])
+    assert rc == 0, err
+    result = json.loads(out)
+    expected = LIVE.replace(b'SECRET=hand-edited', b'SECRET=from-file')
+    assert read(str(dest)) == expected  # the hand edit (HOT=1) survives in the app's file
+    versions = log_versions(root)
+    assert [v['sha256'] for v in versions] == [sha(A), sha(LIVE), sha(expected)]
+    assert [v['trigger'] for v in versions] == ['manual', 'set', 'set']
+    assert result['live_saved'] is True and result['keys_changed'] == ['SECRET']
+    assert result['restored']['changed'] is True
+    assert b'hand-edited' not in out and b'from-file' not in out
+    rc, out, err = run_cli(['env', 'set', '--project', 'worb', '--root', str(root),
+                            '--values-file', str(values), '--dest', str(dest),
+                            '--metrics-dir', ''])
+    assert rc == 0 and json.loads(out)['changed'] is False, err
+
+
+def test_core_restore_saves_a_live_edit_and_check_mode_predicts_it(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    dest = tmp_path / '.env'
+    dest.write_bytes(LIVE)
+    before = snapshot_tree(str(tmp_path))
+    predicted = env_store.restore(str(root), 'worb', version='master', dest=str(dest),
+                                  check_mode=True, metrics_dir='')
+    assert predicted['changed'] is True and predicted['live_saved'] is True
+    assert snapshot_tree(str(tmp_path)) == before
+    # live content already in a version (an older one) is not saved again
+    done = env_store.restore(str(root), 'worb', version='master', dest=str(dest), metrics_dir='')
+    assert done['live_saved'] is True and read(str(dest)) == A
+    backup(root, C)
+    again = env_store.restore(str(root), 'worb', version='current', dest=str(dest),
+                              metrics_dir='')
+    assert again['live_saved'] is False and read(str(dest)) == C
+    assert [v['sha256'] for v in log_versions(root)] == [sha(A), sha(LIVE), sha(C)]
+
+
+# ---- issue 1: only evidence marks a version bad; host problems fail the run ----
+
+def _fail_reading(monkeypatch, suffix, error=5):
+    import builtins
+    real_open = builtins.open
+
+    def opening(file, mode='r', *args, **kwargs):
+        if str(file).endswith(suffix) and 'r' in mode:
+            raise OSError(error, os.strerror(error), str(file))
+        return real_open(file, mode, *args, **kwargs)
+    monkeypatch.setattr(builtins, 'open', opening)
+
+
+def test_an_unreadable_version_is_a_host_problem_not_a_damaged_version(tmp_path, monkeypatch):
+    from ansible_collections.codeb.backup.plugins.module_utils.errors import ArtifactError
+    root = tmp_path / 'store'
+    backup(root, A)
+    backup(root, B)
+    first = log_versions(root)[0]['file']
+    dest = tmp_path / '.env'
+    _fail_reading(monkeypatch, first)  # EIO on a version whose sha256 is fine
+    with pytest.raises(BackupError) as info:
+        env_store.restore(str(root), 'worb', version=first, dest=str(dest), metrics_dir='')
+    assert not isinstance(info.value, ArtifactError)
+    assert 'EIO' in info.value.msg and 'does not match' not in info.value.msg
+    assert not dest.exists()
+    with pytest.raises(BackupError) as info:
+        env_store.listing(str(root), 'worb', verify=True)
+    assert not isinstance(info.value, ArtifactError) and 'EIO' in info.value.msg
+    monkeypatch.undo()
+    assert env_store.listing(str(root), 'worb', verify=True)['problems'] == []
+
+
+def test_an_unreadable_unlisted_version_file_is_kept_and_the_run_fails(tmp_path, monkeypatch):
+    root = tmp_path / 'store'
+    backup(root, A)
+    orphan = os.path.join(store_dir(root), '2999-01-01T00:00:00.env')
+    with open(orphan, 'wb') as handle:
+        handle.write(B)
+    before = snapshot_tree(str(root))
+    _fail_reading(monkeypatch, '2999-01-01T00:00:00.env')
+    with pytest.raises(BackupError) as info:
+        backup(root, C)
+    assert 'EIO' in info.value.msg
+    monkeypatch.undo()
+    assert read(orphan) == B
+    after = snapshot_tree(str(root))
+    after.pop('worb/production/.env-backup.lock'), before.pop('worb/production/.env-backup.lock')
+    assert after == before
+
+
+# ---- issue 2: the next run reconciles what killed or failed runs left ----
+
+def test_recover_adopts_a_whole_unlisted_version_and_removes_what_cannot_be_one(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    backup(root, B)
+    directory = store_dir(root)
+    stamps = [v['version'] for v in log_versions(root)]
+    later = os.path.join(directory, '2999-01-01T00:00:00.env')
+    with open(later, 'wb') as handle:
+        handle.write(C)  # a run stopped between the version's rename and the log commit
+    older = os.path.join(directory, '2000-01-01T00:00:00.env')
+    with open(older, 'wb') as handle:
+        handle.write(b'OLD=1\n')
+    outside = tmp_path / 'outside.env'
+    outside.write_bytes(b'KEEP=1\n')
+    os.symlink(str(outside), os.path.join(directory, '2999-01-02T00:00:00.env'))
+    os.mkdir(os.path.join(directory, '.tmp-dir.x'))
+    with open(os.path.join(directory, '.tmp-backup-log.json.abc'), 'wb') as handle:
+        handle.write(b'{')
+    result = backup(root, C)
+    assert result['created'] is False  # C was adopted, so it is already the current version
+    versions = log_versions(root)
+    assert [v['version'] for v in versions] == stamps + ['2999-01-01T00:00:00']
+    assert versions[-1]['sha256'] == sha(C) and versions[-1]['recovered'] is True
+    assert versions[-1]['keys_removed'] == ['DB_URL', 'NEW']
+    assert_fully_consistent(root, [A, B, C])
+    assert outside.read_bytes() == b'KEEP=1\n'
+    text = ' '.join(result['repaired'])
+    for fragment in ('adopted 2999-01-01T00:00:00.env', 'removed unlisted version file '
+                     '2000-01-01T00:00:00.env', '2999-01-02T00:00:00.env', '.tmp-dir.x',
+                     '.tmp-backup-log.json.abc'):
+        assert fragment in text, (fragment, text)
+
+
+def test_every_writing_entry_point_reconciles_under_the_lock(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    directory = store_dir(root)
+    dest = tmp_path / 'app' / '.env'
+    dest.parent.mkdir()
+    values = tmp_path / 'values'
+    values.write_text('SECRET=x\n')
+    calls = {
+        'backup': lambda: env_store.backup(str(root), 'worb', content=B.decode(), metrics_dir=''),
+        'set': lambda: env_store.set_values(str(root), 'worb', values={'SECRET': 'y'},
+                                            dest=str(dest), metrics_dir=''),
+        'restore': lambda: env_store.restore(str(root), 'worb', version='master',
+                                             dest=str(dest), metrics_dir=''),
+    }
+    for name, call in calls.items():
+        stale = os.path.join(directory, '.tmp-current.env.%s' % name)
+        with open(stale, 'wb') as handle:
+            handle.write(b'partial')
+        os.chmod(os.path.join(directory, 'current.env'), 0o600)
+        with open(os.path.join(directory, 'current.env'), 'wb') as handle:
+            handle.write(b'STALE=1\n')  # as if a run died before its current.env rename
+        beside = dest.parent / ('.tmp-.env.%s' % name)
+        beside.write_bytes(b'partial')
+        result = call()
+        assert not os.path.exists(stale), name
+        assert beside.exists() is (name == 'backup'), name  # backup has no dest
+        beside.unlink(missing_ok=True)
+        assert any('.tmp-current.env.%s' % name in r for r in result['repaired']), name
+        assert any('rewrote current.env' in r for r in result['repaired']), name
+        versions = log_versions(root)
+        assert read(os.path.join(directory, 'current.env')) == read(
+            os.path.join(directory, versions[-1]['file'])), name
+
+
+# ---- issue 3: any failure records status 0; a failing metrics write hides nothing ----
+
+def test_any_failure_type_records_status_0_and_keeps_the_success_time(tmp_path, monkeypatch):
+    import errno
+    from ansible_collections.codeb.backup.plugins.module_utils import durable
+    root = tmp_path / 'store'
+    metrics = tmp_path / 'metrics'
+    backup(root, A, metrics_dir=str(metrics))
+    prom = metrics / 'codeb_backup_env_worb_production.prom'
+    success = [line for line in prom.read_text().splitlines()
+               if line.startswith('codeb_backup_last_success_timestamp_seconds')]
+    real = durable.atomic_write_json
+
+    def full(path, obj, *args, **kwargs):
+        if path.endswith('backup-log.json'):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        return real(path, obj, *args, **kwargs)
+    monkeypatch.setattr(durable, 'atomic_write_json', full)
+    with pytest.raises(BackupError) as info:
+        backup(root, B, metrics_dir=str(metrics))
+    assert 'filesystem is full' in info.value.msg
+    text = prom.read_text()
+    assert 'codeb_backup_last_status{kind="env",target="worb/production"} 0' in text
+    assert [line for line in text.splitlines() if line.startswith(
+        'codeb_backup_last_success_timestamp_seconds')] == success
+    # nothing half-written: the version file of the failed commit is gone again
+    monkeypatch.undo()
+    assert_fully_consistent(root, [A])
+
+
+def test_a_failing_metrics_write_never_hides_the_jobs_own_error(tmp_path):
+    root = tmp_path / 'store'
+    backup(root, A)
+    not_a_dir = tmp_path / 'metrics-file'
+    not_a_dir.write_text('x')
+    with pytest.raises(BackupError) as info:
+        env_store.backup(str(root), 'worb', src=str(tmp_path / 'gone.env'),
+                         metrics_dir=str(not_a_dir))
+    assert info.value.param == 'src' and 'cannot read src' in info.value.msg
+    assert info.value.details.get('metrics_error')
+
+
+# ---- issue 5: names read from backup-log.json are validated before any use ----
+
+HOSTILE = [
+    ('traversal', dict(file='../canary.env')),
+    ('deep traversal', dict(file='../../../canary.env')),
+    ('absolute', dict(file='/tmp/canary.env')),
+    ('hidden', dict(file='.canary.env')),
+    ('not a version name', dict(file='canary.env')),
+    ('file of another version', dict(version='2026-01-01T00:00:01')),
+    ('sha256 a number', dict(sha256=5)),
+    ('size text', dict(size_bytes='12')),
+    ('keys a string', dict(keys_added='ABC')),
+    ('entry a string', None),
+]
+
+
+@pytest.mark.parametrize('case,change', HOSTILE, ids=[c for c, _ in HOSTILE])
+def test_hostile_log_entries_are_refused_and_nothing_outside_is_touched(tmp_path, case, change):
+    root = tmp_path / 'store'
+    backup(root, A)
+    canary = root / 'worb' / 'canary.env'  # production/../canary.env, outside the store
+    canary.write_bytes(b'CANARY=outside\n')
+    (tmp_path / 'canary.env').write_bytes(b'CANARY=outside\n')
+    log_path = os.path.join(store_dir(root), 'backup-log.json')
+    log = json.loads(read(log_path))
+    entry = dict(log['versions'][0], version='2026-01-01T00:00:00',
+                 file='2026-01-01T00:00:00.env', sha256=sha(canary.read_bytes()))
+    log['versions'] = [entry if change is None else dict(entry, **change)]
+    if change is None:
+        log['versions'] = ['2026-01-01T00:00:00.env']
+    with open(log_path, 'w') as handle:
+        json.dump(log, handle)
+    dest = tmp_path / 'app.env'
+    dest.write_bytes(b'LIVE=1\n')
+    before = snapshot_tree(str(tmp_path))
+    calls = [
+        lambda: env_store.restore(str(root), 'worb', version='2026-01-01T00:00:00',
+                                  dest=str(dest), metrics_dir=''),
+        lambda: env_store.restore(str(root), 'worb', version='master', dest=str(dest),
+                                  metrics_dir=''),
+        lambda: backup(root, B),
+        lambda: env_store.set_values(str(root), 'worb', values={'X': '1'}, dest=str(dest),
+                                     metrics_dir=''),
+        lambda: env_store.listing(str(root), 'worb', verify=True),
+    ]
+    for call in calls:
+        with pytest.raises(BackupError) as info:
+            call()
+        assert 'backup-log.json, version entry 1' in info.value.msg, info.value.msg
+        assert 'nothing was changed' in info.value.msg
+        assert 'outside' not in info.value.msg
+    after = snapshot_tree(str(tmp_path))
+    for tree in (before, after):
+        tree.pop('store/worb/production/.env-backup.lock', None)
+    assert after == before
