@@ -7,12 +7,12 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv demo test unit integration sanity lint molecule bench clean
+.PHONY: help deps venv demo test unit integration faults sanity lint molecule bench clean
 
 help:
 	@echo "make demo   - install what is missing, then run playbooks/backup.yml on the local inventory"
 	@echo "make test   - install what is missing, then unit + integration + sanity + lint + molecule"
-	@echo "make unit | integration | sanity | lint | molecule - one part of 'make test'"
+	@echo "make unit | integration | faults | sanity | lint | molecule - one part of 'make test'"
 
 deps:
 	@scripts/install-deps.sh
@@ -34,6 +34,10 @@ unit: venv
 integration: deps venv
 	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
+# Kills, full and read-only disks, missing tools, hostile manifests (needs root: tmpfs).
+faults: deps venv
+	$(PY) -m pytest -q tests/faults $(PYTEST_ARGS)
+
 sanity: venv
 	scripts/sanity.sh
 
@@ -46,7 +50,7 @@ molecule: deps venv
 	scripts/molecule.sh test -s env_backup
 
 test: deps venv
-	$(PY) -m pytest -q tests/unit tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/unit tests/integration tests/faults $(PYTEST_ARGS)
 	scripts/sanity.sh
 	$(MAKE) lint
 	$(MAKE) molecule
