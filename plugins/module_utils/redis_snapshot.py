@@ -24,6 +24,7 @@ as the base of a fresh multi-part AOF as well. A failed restore puts the previou
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import ctypes
 import datetime
@@ -431,7 +432,10 @@ def scratch_server(data_dir, appendonly, timeout=DEFAULT_TIMEOUT, dbfilename='du
     Its life is tied to the run: it gets SIGKILL when the run dies (PR_SET_PDEATHSIG), and
     with ``state_dir`` (the job's directory, lock held) its pid and directory are recorded
     there first, so the next run stops a leftover (``stop_leftover_scratch``)."""
-    sock_dir = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=os.path.realpath(tempfile.gettempdir()))
+    # named and recorded before it exists, so a run killed at any point leaves a record
+    # of everything it created
+    sock_dir = os.path.join(os.path.realpath(tempfile.gettempdir()),
+                            SCRATCH_PREFIX + binascii.hexlify(os.urandom(8)).decode())
     sock = os.path.join(sock_dir, 'redis.sock')
     record_path = os.path.join(state_dir, SCRATCH_RECORD) if state_dir else None
     argv = [shutil.which('redis-server') or '/usr/bin/redis-server', '--port', '0',
@@ -444,6 +448,7 @@ def scratch_server(data_dir, appendonly, timeout=DEFAULT_TIMEOUT, dbfilename='du
     try:
         if record_path:
             durable.atomic_write_json(record_path, dict(dir=sock_dir, socket=sock, pid=None))
+        os.mkdir(sock_dir, 0o700)
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     preexec_fn=_die_with_parent)
@@ -1262,7 +1267,15 @@ def _percentage_or_none(client):
 
 def _snapshot_kind(client, layout, backup_dir, manifest, kind, instance, timeout, verify_load):
     taken = set(e['time'] for e in manifest.entries() if e.get('kind') == kind)
-    stamp = naming.unique_timestamp(taken)
+    # never older than a snapshot already there (runs within one second bump into the
+    # future), so the newest name is always the newest snapshot
+    stamps = [artifact_kind(e['file'])[1] for e in manifest.entries()
+              if e.get('kind') == kind] + list(taken)
+    newest = max(stamps) if stamps else None
+    moment = naming.utcnow()
+    if newest and newest >= naming.format_timestamp(moment):
+        moment = naming.parse_timestamp('time', newest) + datetime.timedelta(seconds=1)
+    stamp = naming.unique_timestamp(taken, moment)
     while os.path.lexists(os.path.join(backup_dir, artifact_name(kind, stamp))):
         taken.add(stamp)  # a file the manifest does not list: never overwrite it
         stamp = naming.unique_timestamp(taken)

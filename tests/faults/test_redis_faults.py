@@ -35,7 +35,12 @@ def _server(redis_factory, keys=2000, value=60):
     server = redis_factory(appendonly=True, extra_config={
         'auto-aof-rewrite-percentage': PERCENTAGE, 'enable-debug-command': 'yes'})
     server.settle()
-    server.client().execute_command('DEBUG', 'POPULATE', keys, 'k', value)
+    client = server.client()
+    client.execute_command('DEBUG', 'POPULATE', keys, 'k', value)
+    client.bgrewriteaof()  # DEBUG is not propagated: put the keys into the AOF as well
+    harness.wait_until(lambda: not int(client.info('persistence')['aof_rewrite_in_progress'])
+                       and not int(client.info('persistence')['aof_rewrite_scheduled']), 60,
+                       'the AOF rewrite')
     return server
 
 
@@ -44,8 +49,8 @@ def _percentage(server):
 
 
 def _scratch_processes(backup):
-    """pids of redis-servers working inside ``backup`` (a scratch server's cwd is the AOF
-    staging dir there)."""
+    """pids of processes working in ``backup`` (a scratch redis-server's cwd is its data
+    dir: the backup dir, which holds the AOF staging dir)."""
     found = []
     for pid in os.listdir('/proc'):
         if not pid.isdigit():
@@ -56,7 +61,9 @@ def _scratch_processes(backup):
                 state = handle.read().rsplit(')', 1)[1].split()[0]
         except OSError:
             continue
-        if cwd.startswith(str(backup) + '/') and state != 'Z':
+        cwd = cwd[:-len(' (deleted)')] if cwd.endswith(' (deleted)') else cwd
+        if (cwd == str(backup) or cwd.startswith(str(backup) + '/')) and state != 'Z' \
+                and int(pid) != os.getpid():
             found.append(int(pid))
     return found
 
