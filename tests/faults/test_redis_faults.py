@@ -24,6 +24,7 @@ from faults import harness
 
 ALLOWED = {MANIFEST_NAME, '.%s.lock' % MANIFEST_NAME, core.LOCK_NAME, 'current.rdb', 'current.aof'}
 PERCENTAGE = '77'  # not Redis's default, so "put back" cannot be confused with a reset
+SCRATCH_PREFIX = 'codeb-redis-scratch-'  # the scratch servers' socket dirs in /tmp
 
 
 def _argv(server, backup, metrics, *extra):
@@ -70,7 +71,7 @@ def _scratch_processes(backup):
 
 def _scratch_dirs():
     tmp = os.path.realpath(tempfile.gettempdir())
-    return {n for n in os.listdir(tmp) if n.startswith(core.SCRATCH_PREFIX)}
+    return {n for n in os.listdir(tmp) if n.startswith(SCRATCH_PREFIX)}
 
 
 def assert_clean(backup, server=None):
@@ -209,6 +210,7 @@ def test_killed_while_rewrites_are_paused_the_next_run_puts_the_original_back(
     assert _percentage(server) == '0', 'the kill landed while rewrites were paused'
     client.config_set('rdb-key-save-delay', 0)
     run = harness.run_ok(argv)
+    assert _percentage(server) == PERCENTAGE, 'automatic AOF rewrites were left off'
     assert run.result['aof_rewrite_percentage'] == int(PERCENTAGE)
     assert run.result['reconciled']['aof_rewrite'] == {'restored': PERCENTAGE}
     assert_clean(backup, server)

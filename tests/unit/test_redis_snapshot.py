@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import os
 
 import pytest
 
 from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import ArtifactError, BackupError
 
 UTC = datetime.timezone.utc
 
@@ -145,3 +147,144 @@ def test_restore_latest_with_empty_backup_dir_names_snapshot(tmp_path):
     with pytest.raises(BackupError) as info:
         core.resolve_snapshot(str(tmp_path), 'latest', 'zip')
     assert info.value.param == 'snapshot_format'
+
+
+# --------------------------------------------------------------------------- evidence or not
+
+def _tool(tmp_path, name, script):
+    """A stand-in for a Redis check tool on PATH (unit tests only: what matters is how its
+    exit status and output are read)."""
+    bindir = tmp_path / 'bin'
+    bindir.mkdir(exist_ok=True)
+    path = bindir / name
+    path.write_text('#!/bin/sh\n' + script)
+    path.chmod(0o755)
+    return str(bindir)
+
+
+@pytest.mark.parametrize('script,evidence', [
+    ('echo "--- RDB ERROR DETECTED ---"; echo "[offset 9] Wrong signature"; exit 1\n', True),
+    ('exit 1\n', False),                      # could not even read it: says nothing
+    ('kill -9 $$\n', False),                  # killed (OOM killer ...)
+    ('echo "[info] 3 keys read"; echo "RDB looks OK"; exit 0\n', None),
+])
+def test_only_the_tool_rejecting_the_file_is_evidence(tmp_path, monkeypatch, script, evidence):
+    monkeypatch.setenv('PATH', _tool(tmp_path, 'redis-check-rdb', script))
+    target = tmp_path / 'x.rdb'
+    target.write_bytes(b'REDIS0011')
+    if evidence is None:
+        assert core.check_rdb(str(target)) == (3, 0)
+        return
+    with pytest.raises(BackupError) as info:
+        core.check_rdb(str(target))
+    assert isinstance(info.value, ArtifactError) is evidence, info.value.msg
+    assert info.value.param == 'snapshot'
+
+
+def test_a_missing_tool_is_not_evidence_and_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv('PATH', str(tmp_path / 'empty'))
+    target = tmp_path / 'x.rdb'
+    target.write_bytes(b'REDIS0011')
+    with pytest.raises(BackupError) as info:
+        core.check_rdb(str(target))
+    assert not isinstance(info.value, ArtifactError)
+    assert 'redis-check-rdb' in info.value.msg and 'redis-tools' in info.value.msg
+
+
+def _snapshot_file(backup, stamp, data=b'REDIS0011-unit'):
+    name = core.artifact_name('rdb', stamp)
+    (backup / name).write_bytes(data)
+    return dict(file=name, kind='rdb', time=stamp, sha256=hashlib.sha256(data).hexdigest(),
+                size_bytes=len(data), status='ok', keys=1)
+
+
+def test_an_interrupted_prune_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    """prune marks entries deleting, unlinks, drops the entries; a run killed after the
+    mark leaves entries that are never good and that reconcile finishes."""
+    backup = tmp_path / 'b'
+    backup.mkdir()
+    old = _snapshot_file(backup, '2026-01-01T10:00:00')
+    new = _snapshot_file(backup, '2026-01-07T10:00:00')
+    with core.Manifest(str(backup)).update() as entries:
+        entries[old['file']] = dict(old, status='deleting')
+        entries[new['file']] = new
+    assert [e['file'] for e in core.list_snapshots(str(backup))] == [new['file'], old['file']]
+    assert core.resolve_snapshot(str(backup), 'latest')['file'] == new['file']
+    assert core.held_sha256(str(backup)) == [new['sha256']]
+    report = core.reconcile(str(backup))
+    assert report['finished_deletes'] == [old['file']]
+    assert not (backup / old['file']).exists()
+    assert list(core.Manifest(str(backup)).load()) == [new['file']]
+    assert os.readlink(str(backup / 'current.rdb')) == new['file']
+
+
+def test_prune_marks_before_it_deletes(tmp_path, monkeypatch):
+    backup = tmp_path / 'b'
+    backup.mkdir()
+    old = _snapshot_file(backup, '2026-01-01T10:00:00')
+    new = _snapshot_file(backup, '2026-01-07T10:00:00')
+    with core.Manifest(str(backup)).update() as entries:
+        entries[old['file']] = old
+        entries[new['file']] = new
+    seen = []
+    real_discard = core.durable.discard
+
+    def discard(path):
+        seen.append(core.Manifest(str(backup)).load()[os.path.basename(path)]['status'])
+        real_discard(path)
+    monkeypatch.setattr(core.durable, 'discard', discard)
+    now = datetime.datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
+    assert core.prune(str(backup), now=now, keep_min=1) == [old['file']]
+    assert seen == ['deleting']
+    assert list(core.Manifest(str(backup)).load()) == [new['file']]
+
+
+def test_a_whole_unlisted_snapshot_is_adopted_a_damaged_one_removed(tmp_path, monkeypatch):
+    backup = tmp_path / 'b'
+    backup.mkdir()
+    good = _snapshot_file(backup, '2026-01-07T10:00:00', b'good')
+    bad = _snapshot_file(backup, '2026-01-07T11:00:00', b'bad')
+    monkeypatch.setenv('PATH', _tool(tmp_path, 'redis-check-rdb', (
+        'read -r line < "$1"\n'
+        'if [ "$line" = good ]; then echo "[info] 1 keys read"; echo "RDB looks OK"; exit 0; fi\n'
+        'echo "--- RDB ERROR DETECTED ---"; exit 1\n')))
+    report = core.reconcile(str(backup))
+    assert report['adopted'] == [good['file']]
+    assert [r['file'] for r in report['removed_damaged']] == [bad['file']]
+    entry = core.Manifest(str(backup)).load()[good['file']]
+    assert entry['sha256'] == good['sha256'] and entry['status'] == 'ok' and entry['keys'] == 1
+    assert not (backup / bad['file']).exists()
+    assert os.readlink(str(backup / 'current.rdb')) == good['file']
+
+
+def test_an_unlisted_snapshot_is_left_alone_when_it_cannot_be_checked(tmp_path, monkeypatch):
+    backup = tmp_path / 'b'
+    backup.mkdir()
+    unlisted = _snapshot_file(backup, '2026-01-07T10:00:00')
+    monkeypatch.setenv('PATH', str(tmp_path / 'empty'))
+    with pytest.raises(BackupError) as info:
+        core.reconcile(str(backup))
+    assert 'redis-check-rdb' in info.value.msg
+    assert (backup / unlisted['file']).exists()
+    assert core.Manifest(str(backup)).load() == {}
+
+
+@pytest.mark.parametrize('field,value', [
+    ('kind', 'exe'), ('sha256', 5), ('sha256', 'abc'), ('size_bytes', '10'),
+    ('size_bytes', True), ('time', 'yesterday'), ('status', 'fine'), ('keys', 'many')])
+def test_a_manifest_entry_of_the_wrong_shape_is_refused_naming_the_manifest(tmp_path, field,
+                                                                             value):
+    backup = tmp_path / 'b'
+    backup.mkdir()
+    entry = _snapshot_file(backup, '2026-01-07T10:00:00')
+    with core.Manifest(str(backup)).update() as entries:
+        entries[entry['file']] = dict(entry, **{field: value})
+    for call in (lambda: core.list_snapshots(str(backup)),
+                 lambda: core.resolve_snapshot(str(backup), 'latest'),
+                 lambda: core.prune(str(backup)),
+                 lambda: core.held_sha256(str(backup))):
+        with pytest.raises(BackupError) as info:
+            call()
+        assert info.value.param == 'manifest'
+        assert os.path.join(str(backup), 'manifest.json') in info.value.msg
+    assert (backup / entry['file']).exists()

@@ -197,3 +197,37 @@ def test_redis_channel_is_registered_with_its_retention_options():
     assert core.SHIP_CHANNEL in ship.channels()
     assert ship.parse_options(['redis_snapshot.keep_min=5', 'redis_snapshot.aof_keep=2']) == {
         'redis_snapshot': {'keep_min': 5, 'aof_keep': 2}}
+
+
+def test_a_symlinked_incoming_is_refused_and_nothing_outside_the_root_is_touched(tmp_path):
+    """.incoming is a name the receiver writes into and clears: a symlink there must not
+    lead its writes and its clean-up out of the root."""
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    precious = outside / (durable.TEMP_PREFIX + 'precious')
+    precious.write_bytes(b'keep me')
+    directory = tmp_path / 'root' / 'store'
+    directory.mkdir()
+    os.symlink(str(outside), str(directory / ship.INCOMING))
+    with pytest.raises(BackupError) as info:
+        _receive(tmp_path, 'put unit_store %s' % directory)
+    assert info.value.param == 'directory' and ship.INCOMING in info.value.msg
+    assert precious.read_bytes() == b'keep me'
+    assert sorted(os.listdir(outside)) == [precious.name]
+    assert STORED == []
+
+
+def test_everything_a_killed_receive_left_in_incoming_is_cleared(tmp_path):
+    directory = tmp_path / 'root' / 'store'
+    incoming = directory / ship.INCOMING
+    (incoming / 'half-dir').mkdir(parents=True)
+    (incoming / 'dump-2026-01-07T10:00:00.rdb.partial').write_bytes(b'half')
+    _receive(tmp_path, 'put unit_store %s' % directory)
+    assert os.listdir(incoming) == [ship.LOCK_NAME]
+
+
+@pytest.mark.parametrize('name', ['_hidden..rdb', 'a' * 300])
+def test_entry_names_pass_the_shared_file_name_check(tmp_path, name):
+    with pytest.raises(BackupError) as info:
+        ship.validate_entry(dict(ENTRY, file=name))
+    assert info.value.param == 'entry.file'
