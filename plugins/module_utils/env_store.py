@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import grp
 import hashlib
 import json
@@ -401,9 +402,15 @@ class EnvStore(object):
                 os.unlink(final)
                 durable.fsync_dir(self.path)
             raise
-        if not entries:
-            durable.atomic_write_bytes(self.file(MASTER), data, FILE_MODE)
-        durable.atomic_write_bytes(self.file(CURRENT), data, FILE_MODE)
+        for name in ((MASTER,) if not entries else ()) + (CURRENT,):
+            try:
+                durable.atomic_write_bytes(self.file(name), data, FILE_MODE)
+            except OSError as exc:
+                code = errno.errorcode.get(exc.errno, exc.errno)
+                raise BackupError('version %s of %s is committed (%s), but writing %s failed: '
+                                  '%s [%s]. The next writing run rewrites it from the log.'
+                                  % (stamp, self.target, LOG, name, exc.strerror or exc, code),
+                                  errno=exc.errno, version=stamp) from exc
         return entry
 
     def save_live(self, entries, live, trigger, source, check_mode):

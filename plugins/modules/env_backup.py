@@ -24,10 +24,18 @@ description:
   - I(state=restored) writes I(version) (C(master), C(current) or a timestamp) to I(dest)
     atomically (temporary file, fsync, rename) with I(mode), I(owner) and I(group), after
     checking the version's sha256. An unknown version fails with the list of available ones.
+  - Before I(dest) is overwritten (I(state=restored), or I(values) with I(dest)), its live
+    content is recorded as a version when it is in no version yet (someone edited the file
+    by hand since the last backup), so nothing the app ran is ever lost.
+  - With I(values) and I(dest), the keys are set in the live file's content (saved first as
+    above), the result is recorded as a version and written to I(dest); this is the
+    C(codeb-backup env set --dest) of the host command.
   - Check mode predicts and writes nothing. Diff mode shows which keys change, with every
     value masked.
   - Writes of one project/environment take a lock; a run killed at any point leaves the store
-    consistent (see C(docs/env.md)). Every run that writes records its outcome as node_exporter
+    consistent, and the next writing run repairs what it left (see C(docs/env.md)). A full or
+    read-only disk fails the run with a message saying so and changes nothing recorded.
+    Every run that writes records its outcome as node_exporter
     textfile metrics, C(kind=env) (backups) or C(kind=env_restore), C(target=project/environment).
   - The same code runs from cron as C(codeb-backup env backup|set|restore|list).
 author:
@@ -88,10 +96,13 @@ options:
     description:
       - With I(state=restored), the app's C(.env) file to write (absolute path; its directory
         must exist). A symlink is followed and its target replaced.
+      - With I(state=present) and I(values), the app's C(.env) file whose live content the keys
+        are set in and which receives the result. Not allowed with I(src) or I(content).
     type: path
   owner:
     description:
       - Owner of I(dest) (name or uid). Default keeps the owner of an existing I(dest).
+      - Used whenever I(dest) is written.
     type: str
   group:
     description:
@@ -114,8 +125,8 @@ options:
     default: /var/lib/prometheus/node-exporter
 notes:
   - Supports check mode and diff mode. In diff mode every value is shown as C(********).
-  - Restoring over a I(dest) whose content is in no version loses that content; back it up
-    first with I(state=present) and I(src=dest).
+  - A live I(dest) whose content is in no version is recorded (trigger C(manual) for a restore,
+    C(set) for I(values)) before it is overwritten; C(live_saved) says so.
 seealso:
   - module: codeb.backup.env_backup_info
 extends_documentation_fragment:
@@ -151,6 +162,13 @@ EXAMPLES = r'''
     project: worb
     values:
       OLD_KEY: null
+
+- name: Set a key in the app's live .env (a hand edit there is saved first and kept)
+  codeb.backup.env_backup:
+    project: worb
+    values:
+      FEATURE_X: "on"
+    dest: /srv/worb/shared/.env
 
 - name: Restore the first version (master) to the app
   codeb.backup.env_backup:
@@ -248,6 +266,45 @@ repaired:
   returned: success
   type: list
   elements: str
+live_saved:
+  description: Whether the live content of I(dest) was (in check mode, would be) recorded as a
+    version before I(dest) was overwritten, because it was in no version yet.
+  returned: state=restored, or values with dest
+  type: bool
+live_version:
+  description: The version the live content of I(dest) was saved as (null when it was not saved,
+    and in check mode).
+  returned: state=restored, or values with dest
+  type: str
+restored:
+  description: With I(values) and I(dest), what was written to I(dest).
+  returned: values with dest
+  type: dict
+  contains:
+    dest:
+      description: The file written.
+      type: str
+    changed:
+      description: Whether I(dest) changed (content, mode or owner).
+      type: bool
+    content_changed:
+      description: Whether the content of I(dest) changed.
+      type: bool
+    version:
+      description: The version written.
+      type: str
+    sha256:
+      description: sha256 of the content written.
+      type: str
+    size_bytes:
+      description: Size of the content written.
+      type: int
+    mode:
+      description: Mode of I(dest).
+      type: str
+    dest_sha256_before:
+      description: sha256 of I(dest) before (null if it did not exist).
+      type: str
 store_path:
   description: The store directory of this project/environment.
   returned: state=present
@@ -309,8 +366,18 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    if p['state'] == 'present' and p['dest'] and p['values'] is None:
+        module.fail_json(msg='dest with state=present needs values (the keys to set in it); to '
+                             'back the file up give src, to write a version use state=restored',
+                         param='dest')
     try:
-        if p['state'] == 'present':
+        if p['state'] == 'present' and p['dest']:
+            result = env_store.set_values(
+                p['root'], p['project'], p['environment'], values=p['values'], dest=p['dest'],
+                owner=p['owner'], group=p['group'], mode=p['mode'],
+                check_mode=module.check_mode, lock_timeout=p['lock_timeout'],
+                metrics_dir=p['metrics_dir'])
+        elif p['state'] == 'present':
             result = env_store.backup(
                 p['root'], p['project'], p['environment'], src=p['src'], content=p['content'],
                 values=p['values'], trigger=p['trigger'], check_mode=module.check_mode,

@@ -153,6 +153,29 @@ def test_module_unknown_version_lists_available_and_changes_nothing(tmp_path, st
     assert dest.read_text() == 'KEEP=1\n'
 
 
+def test_module_restore_and_set_save_a_hand_edited_dest_first(tmp_path, store):
+    first = run_module('codeb.backup.env_backup', dict(store, content=APP_ENV))
+    dest = tmp_path / '.env'
+    edited = APP_ENV + 'HOT_FIX=%s\n' % CANARY  # edited by hand, never backed up
+    dest.write_text(edited)
+    restored, bad, set_result = run_tasks([
+        {'codeb.backup.env_backup': dict(store, state='restored', dest=str(dest),
+                                         version='master')},
+        {'codeb.backup.env_backup': dict(store, dest=str(dest), src=str(dest))},
+        {'codeb.backup.env_backup': dict(store, values={'FEATURE_X': 'on'}, dest=str(dest))},
+    ])
+    assert restored['changed'] is True and restored['live_saved'] is True
+    assert bad['failed'] is True and bad['param'] == 'dest'
+    assert set_result['changed'] is True and set_result['live_saved'] is False
+    assert set_result['restored']['changed'] is True and 'FEATURE_X=on # flag' in dest.read_text()
+    info = run_module('codeb.backup.env_backup_info', dict(project='worb', root=store['root'],
+                                                           verify=True))
+    shas = [v['sha256'] for v in info['versions']]
+    assert shas[:2] == [first['sha256'], sha(edited.encode())]  # the hand edit was kept
+    assert shas[-1] == sha(dest.read_bytes())
+    assert CANARY not in json.dumps([restored, bad, set_result, info])
+
+
 def _env_playbook(tmp_path, action, verbosity=3, **extra):
     extra_vars = dict(project='worb', action=action, env_file=str(tmp_path / 'app' / '.env'),
                       env_backup_root=str(tmp_path / 'store'),
