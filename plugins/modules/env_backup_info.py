@@ -18,6 +18,11 @@ description:
     backup host is compared with.
   - With I(verify=true) every file is hashed and compared with C(backup-log.json); a mismatch
     or a missing file fails the task.
+  - Only evidence (a missing file, a different sha256) is reported in C(problems); a file or
+    directory that cannot be read fails the task with the reason instead, and never makes a
+    version look damaged. A C(backup-log.json) entry whose file name is not a plain version
+    file name of the store (for example C(../x.env)) or whose fields have the wrong type is
+    refused before any file is opened.
   - Read-only; never changes anything. A project or environment without backups is not an
     error (C(exists=false), C(versions=[])).
 author:
