@@ -36,9 +36,18 @@ description:
     O(backup_dir), verifying its sha256 against the source manifest O(entry) on arrival. The
     host command C(codeb-backup receive), the forced SSH command the cron job ships to
     (C(codeb-backup redis-snapshot --ship), C(codeb-backup redis-ship)), runs the same import.
+  - O(state=verified) re-checks O(snapshot) (V(all) for every one) against the
+    manifest (size, sha256) and with C(redis-check-rdb) / C(redis-check-aof). Only such
+    evidence marks a snapshot C(failed_verification) (never restored as V(latest), shipped or
+    counted towards O(keep_min)); a check that cannot run (tool missing, disk full) fails the
+    task and changes no snapshot's status. A restore refused on such evidence marks it too.
   - A lock per O(backup_dir) makes a second concurrent run wait O(lock_timeout) seconds, then
-    fail clearly. Every snapshot and restore writes node_exporter textfile metrics (kinds
-    C(redis_rdb), C(redis_aof), C(redis_restore)).
+    fail clearly. Under that lock every run first reconciles what a killed or out-of-space run
+    left (temporaries, a scratch C(redis-server), C(auto-aof-rewrite-percentage) left at 0,
+    a whole snapshot the manifest does not list yet, an interrupted retention).
+  - Every snapshot, restore and verification writes node_exporter textfile metrics (kinds
+    C(redis_rdb), C(redis_aof), C(redis_restore), C(redis_verify)); any failure sets
+    C(last_status 0) and keeps the last success time.
   - The same code runs from cron as C(codeb-backup redis-snapshot) on the host.
 author:
   - codeb.backup contributors (@codeb)
@@ -62,8 +71,9 @@ options:
       - V(present) takes a new snapshot (RDB and/or AOF per O(formats)), then applies retention.
       - V(restored) restores O(snapshot) into the running instance.
       - V(imported) stores a shipped snapshot O(src) on this host, verifying the C(sha256) in O(entry).
+      - V(verified) re-checks O(snapshot) and records the outcome in the manifest.
     type: str
-    choices: [present, restored, imported]
+    choices: [present, restored, imported, verified]
     default: present
   formats:
     description:
@@ -88,6 +98,8 @@ options:
       - For O(state=restored), V(latest), a snapshot file name (C(dump-2026-01-07T10:00:00.rdb))
         or its timestamp (C(2026-01-07T10:00:00)).
       - V(latest) and a bare timestamp mean the RDB snapshot unless O(snapshot_format=aof).
+      - For O(state=verified) also V(all), every snapshot in the manifest (O(snapshot_format)
+        restricts it to one kind).
     type: str
     default: latest
   snapshot_format:
@@ -199,6 +211,11 @@ EXAMPLES = r'''
     snapshot: appendonly-2026-01-07T10:00:00.aof.tar
     service_name: redis-server
 
+- name: Re-check every snapshot (sha256, redis-check-rdb / redis-check-aof)
+  codeb.backup.redis_snapshot:
+    state: verified
+    snapshot: all
+
 - name: On the backup host, take a shipped snapshot in (sha256 verified on arrival)
   codeb.backup.redis_snapshot:
     state: imported
@@ -209,8 +226,10 @@ EXAMPLES = r'''
 
 RETURN = r'''
 snapshots:
-  description: Manifest entries of the snapshots written (O(state=present)).
-  returned: state=present and not check mode
+  description:
+    - Manifest entries of the snapshots written (O(state=present)), or one report per
+      snapshot checked (O(state=verified)) with C(file), C(ok), C(status) and C(error).
+  returned: state=present or state=verified, not check mode
   type: list
   elements: dict
   sample:
@@ -224,6 +243,20 @@ snapshots:
       lastsave: 1767780000
       bgsave_seconds: 0.05
       duration_seconds: 0.07
+aof_rewrite_percentage:
+  description:
+    - The live C(auto-aof-rewrite-percentage) after the run; V(0) means automatic AOF
+      rewrites are off (the AOF grows without bound).
+  returned: state=present and not check mode
+  type: int
+  sample: 100
+reconciled:
+  description:
+    - What the run cleaned up or finished that a killed or out-of-space run had left
+      (C(removed), C(adopted), C(removed_damaged), C(finished_deletes), C(scratch_server),
+      C(aof_rewrite), C(pointers)); absent when there was nothing.
+  returned: state=present, when anything was left
+  type: dict
 files:
   description: Paths of the snapshot files written.
   returned: state=present and not check mode
@@ -248,6 +281,10 @@ snapshot:
   description: File name of the snapshot restored.
   returned: state=restored
   type: str
+verified:
+  description: True when every snapshot checked passed.
+  returned: state=verified
+  type: bool
 keys:
   description: Keys in Redis after the restore.
   returned: state=restored and not check mode
@@ -285,7 +322,7 @@ duration_seconds:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 
 def run(params, check_mode):
@@ -316,6 +353,12 @@ def run(params, check_mode):
             start_command=params['start_command'], data_dir=params['data_dir'],
             appendonly=params['appendonly'], timeout=params['timeout'],
             metrics_dir=params['metrics_dir'] or '', lock_timeout=params['lock_timeout'])
+    if state == 'verified':
+        return core.verify_snapshots(
+            params['backup_dir'], snapshot=params['snapshot'],
+            snapshot_format=params['snapshot_format'],
+            instance=params['instance'], metrics_dir=params['metrics_dir'] or '',
+            lock_timeout=params['lock_timeout'], check_mode=check_mode)
     return core.import_snapshot(
         params['src'], params['entry'], backup_dir=params['backup_dir'],
         keep_min=params['keep_min'], rdb_max_age_hours=params['rdb_max_age_hours'],
@@ -327,7 +370,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             core.connection_argument_spec(),
-            state=dict(type='str', default='present', choices=['present', 'restored', 'imported']),
+            state=dict(type='str', default='present',
+                       choices=['present', 'restored', 'imported', 'verified']),
             formats=dict(type='list', elements='str', default=['rdb', 'aof'],
                          choices=list(core.FORMATS)),
             backup_dir=dict(type='path', default=core.DEFAULT_BACKUP_DIR),
@@ -357,8 +401,9 @@ def main():
         module.fail_json(msg=missing_required_lib('redis (Debian: python3-redis)'))
     try:
         result = run(module.params, module.check_mode)
-    except BackupError as exc:
-        module.fail_json(**exc.as_result())
+    except Exception as exc:  # every failure, whatever its type, as a result naming what failed
+        module.fail_json(**as_backup_error(exc, 'redis_snapshot state=%s' % module.params['state'])
+                         .as_result())
     module.exit_json(**result)
 
 

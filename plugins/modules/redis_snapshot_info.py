@@ -81,7 +81,9 @@ current:
   type: dict
   sample: {rdb: dump-2026-01-07T10:00:00.rdb, aof: appendonly-2026-01-07T10:00:00.aof.tar}
 damaged:
-  description: Files that are missing or fail their sha256 (only checked with O(verify=true)).
+  description:
+    - Files that are missing, fail their sha256 (only checked with O(verify=true)), or that a
+      verification or restore marked C(failed_verification).
   returned: always
   type: list
   elements: str
@@ -120,7 +122,8 @@ def main():
         link = os.path.join(backup_dir, name)
         current[kind] = os.readlink(link) if os.path.islink(link) else None
     damaged = [e['file'] for e in entries
-               if not e['present'] or (module.params['verify'] and not e['verified'])]
+               if not e['present'] or (module.params['verify'] and not e['verified'])
+               or e.get('status') == 'failed_verification']
     module.exit_json(changed=False, snapshots=entries, current=current, damaged=damaged,
                      size_bytes=sum(int(e.get('size_bytes') or 0) for e in entries))
 

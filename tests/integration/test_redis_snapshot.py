@@ -643,3 +643,35 @@ def test_early_copy_is_kept_only_when_info_confirms_that_one_save(redis_factory,
     assert os.listdir(backup) == ['y.rdb']
     assert sha == _sha(str(backup / 'y.rdb')) == _sha(source) and keys == 1
     assert size == os.path.getsize(source)
+
+
+def test_module_verified_marks_only_the_damaged_snapshot_and_latest_moves_on(restorable,
+                                                                             tmp_path):
+    """state=verified: evidence (a flipped byte) marks that snapshot failed_verification;
+    the intact ones stay ok, latest and current.rdb move to the newest good one."""
+    server = restorable(appendonly=True)
+    server.client().mset({'k%d' % i: i for i in range(50)})
+    backup = tmp_path / 'b'
+    older = _snap(server, backup, formats=['rdb'])['snapshots'][0]
+    newer = _snap(server, backup)['snapshots']
+    newest_rdb = [e for e in newer if e['kind'] == 'rdb'][0]
+    path = backup / newest_rdb['file']
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    args = {'state': 'verified', 'snapshot': 'all', 'backup_dir': str(backup),
+            'metrics_dir': str(tmp_path / 'm')}
+    checked = run_module('codeb.backup.redis_snapshot', args, check=True)
+    assert checked.get('failed') and checked['param'] == 'snapshot', checked
+    assert Manifest(str(backup)).load()[newest_rdb['file']]['status'] == 'ok', 'check mode'
+    result = run_module('codeb.backup.redis_snapshot', args)
+    assert result.get('failed') and newest_rdb['file'] in result['msg'], result
+    statuses = {n: e['status'] for n, e in Manifest(str(backup)).load().items()}
+    assert statuses.pop(newest_rdb['file']) == 'failed_verification'
+    assert set(statuses.values()) == {'ok'} and len(statuses) == 2
+    assert core.resolve_snapshot(str(backup), 'latest')['file'] == older['file']
+    assert os.readlink(backup / 'current.rdb') == older['file']
+    info = run_module('codeb.backup.redis_snapshot_info', {'backup_dir': str(backup)}, check=True)
+    assert info['damaged'] == [newest_rdb['file']]
+    assert 'codeb_backup_last_status{kind="redis_verify",target="redis"} 0' in (
+        tmp_path / 'm' / 'codeb_backup_redis_verify_redis.prom').read_text()
