@@ -13,6 +13,7 @@ import tempfile
 import pytest
 import yaml
 
+from ansible_collections.codeb.backup.plugins.module_utils import durable, traffic
 from helpers.ansible_runner import ROOT, run_playbook
 from helpers.bluegreen import App, Nginx, http_get
 from helpers.servers import RedisServer, free_port
@@ -90,6 +91,7 @@ class Site(object):
             'bluegreen_site_dir': self.nginx.conf_d,
             'bluegreen_include_dir': self.nginx.include_dir,
             'bluegreen_state_dir': os.path.join(self.base, 'slots'),
+            'bluegreen_traffic_state_dir': self.nginx.state_dir,
             'bluegreen_health_retries': 5,
             'bluegreen_db_host': 'localhost',
             'bluegreen_db_backup_dir': os.path.join(self.base, 'db-backup'),
@@ -322,3 +324,89 @@ def test_refusals_change_nothing(site):
     backups = site.backups()
     _refused(site, ROLLBACK, ['verify the target slot', 'not changed'], restore_db=True)
     assert site.backups() == backups        # not even a safety snapshot was taken
+
+
+def _task_results(out, name):
+    return [result for play in out['plays'] for task in play['tasks']
+            if task['task']['name'] == name for result in task['hosts'].values()]
+
+
+def test_no_app_hosts_in_the_inventory_fails_loudly(tmp_path):
+    """Issue 9 #14: rollback.yml (and deploy.yml) against an inventory without codeb_app
+    exited 0 having done nothing. It must fail and name the inventory."""
+    inventory = tmp_path / 'hosts.yml'
+    inventory.write_text('all:\n  hosts:\n    db1:\n      ansible_connection: local\n')
+    for playbook in (ROLLBACK, DEPLOY):
+        rc, out, err = run_playbook(playbook, inventory=str(inventory),
+                                    extra_vars={'project': 'worb', 'version': 'v1',
+                                                'ansible_python_interpreter': sys.executable})
+        assert rc != 0, (playbook, out)
+        message = _failure(out, err)
+        assert str(inventory) in message and '"codeb_app"' in message, message
+        assert 'nothing was changed' in message, message
+        # and a pattern given with -e bluegreen_hosts that matches nothing as well
+        rc, out, err = run_playbook(playbook, inventory=str(inventory),
+                                    extra_vars={'project': 'worb', 'bluegreen_hosts': 'web*',
+                                                'ansible_python_interpreter': sys.executable})
+        assert rc != 0 and '"web*"' in _failure(out, err), out
+
+
+def test_check_mode_predicts_and_an_interrupted_switch_is_finished(site):
+    site.deploy('v1')
+    site.deploy('v2')
+    state, rows, backups = site.state(), site.rows(), site.backups()
+    # Issue 9 #15: --check reported "database restored from ..., safety snapshot X" for
+    # files that do not exist
+    rc, out, err = run_playbook(ROLLBACK, inventory='localhost,', check=True,
+                                extra_vars=dict(site.vars, restore_db=True))
+    assert rc == 0, _failure(out, err)
+    message = _task_results(out, 'Show the result')[0]['msg']
+    assert 'would take a safety snapshot' in message and 'would restore' in message, message
+    assert 'restored from' not in message and 'now serves' not in message, message
+    assert site.state() == state and site.rows() == rows and site.backups() == backups
+    assert http_get(site.port) == 'v2'
+
+    # Issue 9 #11: a rollback whose switch was killed after it wrote the include, before
+    # nginx reloaded: nginx still serves v2, and the next rollback must really switch
+    include = traffic.include_path(site.nginx.include_dir, site.project)
+    durable.atomic_write_bytes(include, traffic.render_include(site.project, 'blue').encode(),
+                               mode=0o644)
+    assert http_get(site.port) == 'v2'
+    rc, out, err = site.play(ROLLBACK)
+    assert rc == 0, _failure(out, err)
+    switch = _task_results(out, 'Step 4/5: switch traffic to the target slot')[0]
+    assert switch['changed'] is True, switch
+    assert http_get(site.port) == 'v1'
+    assert site.state()['activeSlot'] == 'blue'
+    status = traffic.status(site.nginx.include_dir, site.project, site.nginx.state_dir)
+    assert status['slot'] == 'blue' and status['in_sync'] is True, status
+    # the same after the state was recorded but nginx not reloaded: to_version=v1 is
+    # "already active" in the state, yet nginx must be made to serve it
+    durable.atomic_write_bytes(include, traffic.render_include(site.project, 'green').encode(),
+                               mode=0o644)
+    rc, out, err = site.play(ROLLBACK, to_version='v1')
+    assert rc == 0, _failure(out, err)
+    assert http_get(site.port) == 'v1'
+    assert 'nginx had not applied it' in _task_results(out, 'Show the result')[0]['msg']
+
+
+def test_safety_snapshots_leave_the_daily_snapshot_metrics_alone(site):
+    """Issue 9 #8: deploy and rollback safety snapshots wrote kind="pg_snapshot", hiding a
+    failing daily snapshot job of the same database."""
+    metrics_dir = site.vars['bluegreen_metrics_dir']
+    os.makedirs(metrics_dir, exist_ok=True)
+    daily = os.path.join(metrics_dir, 'codeb_backup_pg_snapshot_%s.prom' % site.database)
+    failing_daily = ('codeb_backup_last_status{kind="pg_snapshot",target="%s"} 0\n'
+                     % site.database)
+    with open(daily, 'w') as handle:
+        handle.write(failing_daily)
+    site.deploy('v1')
+    site.deploy('v2')
+    rc, out, err = site.play(ROLLBACK, restore_db=True)
+    assert rc == 0, _failure(out, err)
+    with open(daily) as handle:
+        assert handle.read() == failing_daily
+    safety = os.path.join(metrics_dir, 'codeb_backup_pg_snapshot_safety_%s.prom' % site.database)
+    with open(safety) as handle:
+        assert 'codeb_backup_last_status{kind="pg_snapshot_safety",target="%s"} 1' \
+            % site.database in handle.read()
