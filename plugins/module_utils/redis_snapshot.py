@@ -1712,7 +1712,8 @@ def _install(layout, backup_dir, entry, extract, rdb_live, aof_live, owner):
             # appendonly no loads dump.rdb only: let a scratch server load the AOF and SAVE.
             with scratch_server(os.path.dirname(extract), True, appenddirname=os.path.basename(extract),
                                 appendfilename=layout['appendfilename'],
-                                dbfilename=os.path.basename(extract) + '.rdb') as scratch:
+                                dbfilename=os.path.basename(extract) + '.rdb',
+                                state_dir=backup_dir) as scratch:
                 scratch.save()
             _install_file(extract + '.rdb', rdb_live, owner)
             durable.discard(extract + '.rdb')
