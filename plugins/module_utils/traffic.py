@@ -329,10 +329,14 @@ def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_
 def _undo_unrecorded(project, slot, previous, path, back_bytes, nginx, pid_file, timeout, error):
     """The reload worked but its record could not be written: switch nginx back, so the
     record (still the previous one) stays true, and fail."""
+    if back_bytes is None:  # nothing to switch back to: say what nginx serves now
+        raise BackupError(
+            'nginx now serves slot %s of project %s, but the switch could not be recorded: %s. '
+            'Fix the cause, then run the switch again so traffic-status can tell.'
+            % (slot, project, error.msg), param=error.param or 'state_dir', **error.details)
     try:
         _put_back(path, back_bytes)
-        if back_bytes is not None:
-            reload(nginx, pid_file, timeout)
+        reload(nginx, pid_file, timeout)
     except Exception as exc:
         raise BackupError(
             'DANGER: nginx was switched to slot %s of project %s, but %s, and switching it back '
