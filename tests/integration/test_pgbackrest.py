@@ -201,11 +201,10 @@ def test_never_set_up_host_is_told_to_run_setup_backup_first(archiving_cluster):
     """Issue 9 #15: restore.yml on a host never set up said "OS user 'pgbackrest' does not
     exist". It must say to run setup-backup.yml first, naming the parameter."""
     missing = 'codeb-nosuch-user'
+    never_made = os.path.join(tempfile.gettempdir(), 'codeb-never-made')
     with pytest.raises(BackupError) as exc:
         pb.restore(STANZA, target='latest', restore_to='scratch', check_mode=True,
-                   scratch_user=missing, scratch_path=os.path.join(tempfile.gettempdir(),
-                                                                  'codeb-never-made'),
-                   config=archiving_cluster.config)
+                   scratch_user=missing, scratch_path=never_made, config=archiving_cluster.config)
     assert exc.value.param == 'scratch_user', exc.value.as_result()
     assert 'setup-backup.yml' in exc.value.msg and missing in exc.value.msg
     with pytest.raises(BackupError) as exc:
