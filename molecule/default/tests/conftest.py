@@ -36,7 +36,24 @@ def backup():
     return testinfra.get_host('podman://backup')
 
 
-def sql(host, query, socket='/var/run/postgresql', port=5432, database='postgres'):
+_PORTS = {}
+
+
+def cluster_port(host, cluster='main', version='15'):
+    """The port of Debian cluster version/cluster on ``host`` as its configuration says
+    (pg_lsclusters), i.e. the port the roles must have found and used. Read once per run."""
+    key = (host.backend.get_pytest_id(), version, cluster)
+    if key not in _PORTS:
+        entries = json.loads(host.check_output('pg_lsclusters --json %s %s' % (version, cluster)))
+        assert len(entries) == 1, entries
+        _PORTS[key] = int(entries[0]['port'])
+    return _PORTS[key]
+
+
+def sql(host, query, socket='/var/run/postgresql', port=None, database='postgres'):
+    """Run ``query`` with psql as postgres; ``port`` defaults to the host's 15/main cluster."""
+    if port is None:
+        port = cluster_port(host)
     cmd = host.run('runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -h %s -p %s -d %s -c %s'
                    % (socket, port, database, _quote(query)))
     assert cmd.rc == 0, cmd.stderr
@@ -55,7 +72,8 @@ def _quote(text):
 
 
 def run_playbook(name, extra_vars):
-    """Run playbooks/<name> against molecule's containers; return (rc, stdout, stderr)."""
+    """Run playbooks/<name> (or the playbook at an absolute path) against molecule's
+    containers; return (rc, parsed json output, stderr)."""
     bindir = os.path.dirname(sys.executable)
     env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_STDOUT_CALLBACK='ansible.posix.json',
                ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.collections'),

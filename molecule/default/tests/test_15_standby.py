@@ -5,7 +5,7 @@ back to streaming after a restart."""
 import time
 import uuid
 
-from conftest import sql
+from conftest import cluster_port, sql
 
 STANDBY_PORT = 5433
 SERVICE = 'postgresql@15-standby'
@@ -82,7 +82,8 @@ def test_password_is_only_in_the_passfile(storage, backup):
         '/etc/postgresql/15/standby/conf.d/60-codeb-standby.conf').content_string
     passfile = backup.file('/var/lib/postgresql/.codeb-standby.pgpass')
     assert passfile.mode == 0o600 and passfile.user == 'postgres'
-    assert passfile.content_string.startswith('storage:5432:replication:codeb_replication:')
+    prefix = 'storage:%d:replication:codeb_replication:' % cluster_port(storage)
+    assert passfile.content_string.startswith(prefix)
     # no replication slot: a dead standby must never make the primary keep WAL
     assert sql(storage, 'SELECT count(*) FROM pg_replication_slots') == '0'
 

@@ -67,8 +67,11 @@ def test_backup_host_outage_leaves_no_gap(storage, backup):
         assert archiver(storage)[1] > failed_before  # archiving really failed meanwhile
         sql(storage, 'INSERT INTO outage(i) VALUES (1)')
         sql(storage, 'SELECT pg_switch_wal()')
-        time.sleep(2)
-        assert ready_segments(storage) > 0  # WAL retained, waiting for the archive
+        # WAL retained, waiting for the archive: the switched segment is marked .ready
+        deadline = time.monotonic() + 60
+        while ready_segments(storage) == 0:
+            assert time.monotonic() < deadline, 'no WAL segment waits in pg_wal for the archive'
+            time.sleep(0.2)
     finally:
         subprocess.run(['podman', 'start', 'backup'], check=True, capture_output=True)
     # wait until the restarted host has booted; 'degraded' (a unit that is not ours
