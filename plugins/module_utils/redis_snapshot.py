@@ -41,8 +41,7 @@ import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics, naming
 from ansible_collections.codeb.backup.plugins.module_utils import process, retention, ship
-from ansible_collections.codeb.backup.plugins.module_utils.errors import (
-    ArtifactError, BackupError, as_backup_error)
+from ansible_collections.codeb.backup.plugins.module_utils.errors import ArtifactError, BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest as _Manifest
@@ -234,11 +233,10 @@ class Manifest(_Manifest):
         for name, entry in entries.items():
             problem = _entry_problem(name, entry)
             if problem:
-                raise BackupError('manifest %s holds an entry that is not a Redis snapshot of %s '
-                                  '(%r: %s); nothing was changed. Inspect the manifest: it may '
-                                  'have been tampered with.' % (self.path, self.directory,
-                                                                 name, problem),
-                                  param='manifest')
+                raise BackupError(
+                    'manifest %s holds an entry that is not a Redis snapshot of %s (%r: %s); '
+                    'nothing was changed. Inspect the manifest: it may have been tampered with.'
+                    % (self.path, self.directory, name, problem), param='manifest')
         return entries
 
 
@@ -1803,8 +1801,7 @@ def import_snapshot(src, entry, backup_dir=DEFAULT_BACKUP_DIR, keep_min=DEFAULT_
                 shutil.rmtree(_check_aof_tar(temp, backup_dir), ignore_errors=True)
         record = dict(entry, sha256=sha, size_bytes=size, status='ok',
                       imported=naming.format_timestamp())
-        for local_only in ('path', 'present', 'verified', 'verified_at', 'verification_error',
-                           'adopted'):  # facts of the source host
+        for local_only in _LOCAL_FIELDS:  # facts of the source host
             record.pop(local_only, None)
         with Manifest(backup_dir).update() as entries:
             entries[name] = record
@@ -1867,10 +1864,11 @@ def ship_snapshots(backup_dir, target, remote_dir, instance=DEFAULT_INSTANCE,
     return result
 
 
+_LOCAL_FIELDS = ('path', 'present', 'verified', 'verified_at', 'verification_error', 'adopted')
+
+
 def _ship_entry(entry):
-    return {k: v for k, v in entry.items() if k not in ('path', 'present', 'verified',
-                                                         'verified_at', 'verification_error',
-                                                         'adopted')}
+    return {k: v for k, v in entry.items() if k not in _LOCAL_FIELDS}
 
 
 def _newest(backup_dir, kind):

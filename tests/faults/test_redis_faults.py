@@ -5,6 +5,7 @@ must leave only whole, listed, verifiable snapshots and Redis as it was configur
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -116,12 +117,11 @@ def _age_rdb_entries(backup, hours, keep_newest=False):
     path = os.path.join(backup, MANIFEST_NAME)
     with open(path) as handle:
         data = json.load(handle)
-    import datetime
     rdb = sorted((e for e in data['entries'].values() if e['kind'] == 'rdb'),
                  key=lambda e: e['time'])
     for entry in rdb[:-1] if keep_newest else rdb:
-            when = datetime.datetime.strptime(entry['time'], '%Y-%m-%dT%H:%M:%S')
-            entry['time'] = (when - datetime.timedelta(hours=hours)).strftime('%Y-%m-%dT%H:%M:%S')
+        when = datetime.datetime.strptime(entry['time'], '%Y-%m-%dT%H:%M:%S')
+        entry['time'] = (when - datetime.timedelta(hours=hours)).strftime('%Y-%m-%dT%H:%M:%S')
     durable.atomic_write_json(path, data)
 
 
@@ -371,7 +371,7 @@ def test_without_the_checking_tool_nothing_is_condemned_and_prune_keeps_everythi
     server = _server(redis_factory)
     backup, metrics = tmp_path / 'b', tmp_path / 'm'
     argv = _argv(server, backup, metrics, '--formats', 'rdb', '--keep-min', '4')
-    for _ in range(3):
+    for _round in range(3):
         harness.run_ok(argv + ['--no-prune'])
     _age_rdb_entries(backup, 48)  # older than rdb_max_age_hours: only keep_min protects them
     manifest_path = os.path.join(backup, MANIFEST_NAME)

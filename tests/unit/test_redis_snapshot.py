@@ -272,8 +272,8 @@ def test_an_unlisted_snapshot_is_left_alone_when_it_cannot_be_checked(tmp_path, 
 @pytest.mark.parametrize('field,value', [
     ('kind', 'exe'), ('sha256', 5), ('sha256', 'abc'), ('size_bytes', '10'),
     ('size_bytes', True), ('time', 'yesterday'), ('status', 'fine'), ('keys', 'many')])
-def test_a_manifest_entry_of_the_wrong_shape_is_refused_naming_the_manifest(tmp_path, field,
-                                                                             value):
+def test_a_manifest_entry_of_the_wrong_shape_is_refused_naming_the_manifest(
+        tmp_path, field, value):
     backup = tmp_path / 'b'
     backup.mkdir()
     entry = _snapshot_file(backup, '2026-01-07T10:00:00')
