@@ -64,6 +64,7 @@ _AVAILABLE_SHOWN = 30
 _SHA256_RE = re.compile(r'\A[0-9a-f]{64}\Z')
 _KEY_LISTS = ('keys_added', 'keys_removed', 'keys_changed')
 
+
 def _sha256(data):
     return hashlib.sha256(data).hexdigest()
 
@@ -725,7 +726,6 @@ def listing(root, project, environment=DEFAULT_ENVIRONMENT, verify=False):
         return store.listing(verify=verify)
     except Exception as exc:  # an unreadable store fails clearly; it is not "damaged"
         raise as_backup_error(exc, 'listing the env store %s' % store.path)
-
 
 
 # ---- host CLI: codeb-backup env backup|set|restore|list ----

@@ -790,7 +790,7 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize('case,change', HOSTILE, ids=[c for c, _ in HOSTILE])
+@pytest.mark.parametrize('case,change', HOSTILE, ids=[c for c, _change in HOSTILE])
 def test_hostile_log_entries_are_refused_and_nothing_outside_is_touched(tmp_path, case, change):
     root = tmp_path / 'store'
     backup(root, A)
