@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -159,6 +160,9 @@ def test_backup_play_ships_over_ssh_and_restore_playbook(tmp_path, tmp_path_fact
             assert entry['sha256'] == source[name]['sha256'] == durable.sha256_file(
                 str(vault / name))
         assert os.listdir(vault / '.incoming') == ['.receive.lock']
+        # the report prints the key count, not the dict's keys method (item.keys)
+        reports = tasks['Report the Redis snapshots']['redis-store']['results']
+        assert len(reports) == 2 and all(re.search(r'bytes, \d+ keys', r['msg']) for r in reports), reports
         # a second run ships nothing new but the new snapshot
         rc, out, err = run_playbook(backup_yml, inventory=inventory)
         assert rc == 0, err
@@ -177,6 +181,8 @@ def test_backup_play_ships_over_ssh_and_restore_playbook(tmp_path, tmp_path_fact
         assert rc == 0, (err, json.dumps(out)[-3000:])
         result = dict(_tasks(out))['Restore the snapshot']['redis-store']
         assert result['keys'] == 250 == result['expected_keys']
+        report = dict(_tasks(out))['Report the restore']['redis-store']['msg']
+        assert '250 keys (manifest 250)' in report and 'built-in' not in report, report
         assert server.client().dbsize() == 250 and server.client().get('later') is None
 
         # a bad name is refused before anything happens, naming the parameter
