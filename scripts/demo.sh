@@ -46,7 +46,7 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   echo "demo: redis-server did not answer on 127.0.0.1:6379" >&2
   exit 1
 fi
-if [ -z "$(redis-cli -h 127.0.0.1 -p 6379 --raw dbsize | grep -v '^0$')" ]; then
+if [ "$(redis-cli -h 127.0.0.1 -p 6379 --raw dbsize)" = 0 ]; then
   redis-cli -h 127.0.0.1 -p 6379 mset demo:session:1 alice demo:session:2 bob >/dev/null
 fi
 

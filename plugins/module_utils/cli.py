@@ -50,9 +50,9 @@ def main(argv=None):
         result = args.handler(args)
     except Exception as exc:  # cron reads the JSON and the exit code, whatever went wrong
         error = as_backup_error(exc, 'codeb-backup %s' % args.command)
+        # One result, on stdout, whatever happened: its msg says what failed.
         sys.stdout.write(json.dumps(dict(failed=True, **error.as_result()), sort_keys=True,
                                     default=str) + '\n')
-        sys.stderr.write('codeb-backup %s: error: %s\n' % (args.command, error.msg))
         return 1
     sys.stdout.write(json.dumps(result, indent=2, sort_keys=True, default=str) + '\n')
     return 0

@@ -328,8 +328,8 @@ def connection_error(stderr, params, what, rc=None):
             '%s: database %r does not accept connections (ALLOW_CONNECTIONS is false). If a '
             'pg_snapshot restore was interrupted, any next run for that database (not in check '
             'mode) reopens it; otherwise reopen it yourself: psql -d %s -c \'ALTER DATABASE '
-            '%s ALLOW_CONNECTIONS true\'' % (what, match.group(1), params.get('maintenance_db'),
-                                              _ident(match.group(1))),
+            '%s ALLOW_CONNECTIONS true\''
+            % (what, match.group(1), params.get('maintenance_db'), _ident(match.group(1))),
             param='database', rc=rc)
     match = re.search(r'database "([^"]*)" does not exist', text)
     if match:
@@ -672,6 +672,7 @@ def _run_dump(conn, p, snapshot_id, temp):
     finally:
         for handle in errs:
             handle.close()
+
 
 def snapshot(params, check_mode=False, now=None):
     """``state: present``: dump one database, check it, record it, then prune."""
@@ -1117,13 +1118,13 @@ def _replace(conn, p, target, old_db, temp_db):
         conn.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
                   "datname = %s AND pid <> pg_backend_pid()" % _literal(target), maint,
                   what='disconnecting sessions of %r' % target)
-        _swap(conn, maint, target, old_db, temp_db)
+        _swap(conn, maint, target, aside=old_db, incoming=temp_db)
         swapped = True
         conn.psql('DROP DATABASE %s WITH (FORCE)' % _ident(old_db), maint,
                   what='dropping the replaced database')
     except BaseException as exc:
         if swapped:  # the restored copy is live: put the original back under its name
-            _swap(conn, maint, target, temp_db, old_db)
+            _swap(conn, maint, target, aside=temp_db, incoming=old_db)
             if isinstance(exc, BackupError):
                 exc.msg = '%s; the original database %r was put back' % (exc.msg, target)
                 exc.args = (exc.msg,)
@@ -1145,15 +1146,16 @@ def _closed(conn, p, database):
     return out.strip() == 't'
 
 
-def _swap(conn, maint, target, old_db, temp_db):
-    """Both renames in one transaction: the target name always names a whole database."""
+def _swap(conn, maint, target, aside, incoming):
+    """Rename ``target`` to ``aside`` and ``incoming`` to ``target`` in one transaction: the
+    target name always names a whole database."""
     last = None
     for _attempt in range(5):
         try:
             conn.psql('BEGIN; ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s RENAME TO %s; '
-                      'COMMIT;' % (_ident(target), _ident(old_db), _ident(temp_db),
+                      'COMMIT;' % (_ident(target), _ident(aside), _ident(incoming),
                                    _ident(target)), maint,
-                      what='swapping the restored database in as %r' % target)
+                      what='swapping %r in as %r' % (incoming, target))
             return
         except BackupError as exc:  # a session that was just terminating
             last = exc

@@ -22,10 +22,10 @@ description:
     snapshot marks it; a missing tool or an unreadable disk fails the run and changes no
     snapshot's status.
   - Every run that is not in check mode first repairs what a killed run of the same database
-    left, under its lock (returned as RV(reconciled)): it reopens a database an interrupted
-    restore closed to connections, removes temporaries, finishes an interrupted prune, adopts
-    a whole snapshot the manifest does not list and removes an unlisted one that fails its
-    check.
+    left, under its lock, and returns it as RV(reconciled). It reopens a database an
+    interrupted restore closed to connections, removes temporaries, finishes an interrupted
+    prune, adopts a whole snapshot the manifest does not list and removes an unlisted one
+    that fails its check.
   - O(state=restored) verifies the snapshot first and refuses a checksum mismatch, restores
     into a fresh temporary database, compares the row counts with the manifest, and only then
     swaps it in by renaming. A failed restore leaves the live database exactly as it was.

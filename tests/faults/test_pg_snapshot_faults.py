@@ -241,7 +241,7 @@ def test_metrics_write_failure_never_masks_the_job(db, tmp_path):
 def test_missing_pg_restore_condemns_nothing(db, tmp_path):
     """A major upgrade moves pg_restore: verification fails the run, not the snapshots."""
     backup, metrics_dir = tmp_path / 'b', tmp_path / 'm'
-    for _ in range(3):
+    for _snapshot in range(3):
         run_ok(argv(db, backup, metrics_dir))
     seed_old(backup, sorted(Manifest(str(backup)).load())[0], [20, 21])
     before = Manifest(str(backup)).load()

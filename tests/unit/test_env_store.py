@@ -502,7 +502,8 @@ def test_cli_unknown_version_exits_nonzero_with_the_list(tmp_path):
     out, err = proc.communicate()
     assert proc.returncode == 1
     assert json.loads(out)['param'] == 'version'
-    assert b'available: master, current, ' in err
+    assert 'available: master, current, ' in json.loads(out)['msg']
+    assert err == b'', 'one result: the JSON on stdout'
     assert not (tmp_path / '.env').exists()
 
 
