@@ -45,8 +45,8 @@ class LockTimeout(BackupError):
 
 
 _OS_HINTS = {
-    errno.ENOSPC: 'the filesystem is full: free space there (nothing was committed)',
-    errno.EDQUOT: 'the disk quota is exhausted: free space there (nothing was committed)',
+    errno.ENOSPC: 'the filesystem is full: free space there',
+    errno.EDQUOT: 'the disk quota is exhausted: free space there',
     errno.EROFS: 'the filesystem is read-only: remount it read-write or choose another directory',
     errno.EACCES: 'permission denied: check the owner and mode of the path',
     errno.EPERM: 'operation not permitted: check the owner and mode of the path',

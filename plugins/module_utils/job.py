@@ -36,6 +36,11 @@ class Job(object):
         self.what = what or '%s of %s' % (kind, target)
         self.size = None
         self.started = time.monotonic()
+        self._record_outcome = True
+
+    def skip(self):
+        """Nothing was attempted (the work was already done): record no outcome."""
+        self._record_outcome = False
 
     def duration(self):
         return round(time.monotonic() - self.started, 3)
@@ -67,7 +72,7 @@ class Job(object):
 
     def _record(self, ok):
         """Write the outcome; return None, or the error text if the write failed."""
-        if self.check_mode or not self.metrics_dir:
+        if self.check_mode or not self.metrics_dir or not self._record_outcome:
             return None
         try:
             metrics.write_job_metrics(self.kind, self.target, ok, self.duration(),

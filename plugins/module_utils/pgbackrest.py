@@ -24,6 +24,7 @@ import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, locking, metrics, naming
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.process import STDERR_TAIL, run
 
 BACKUP_TYPES = ('full', 'diff', 'incr')
@@ -278,35 +279,28 @@ def backup(stanza, backup_type='incr', run_as=DEFAULT_REPO_USER, config=None, if
     if backup_type not in BACKUP_TYPES:
         raise BackupError('type must be one of %s; got %r' % (', '.join(BACKUP_TYPES), backup_type),
                           param='type')
-    started = time.monotonic()
-    kind = 'pgbackrest_%s' % backup_type
-    with locking.job_lock(_lock_path(lock_dir, stanza), 'pgBackRest backup of stanza %s' % stanza,
-                          wait=lock_timeout):
+    with Job('pgbackrest_%s' % backup_type, stanza, metrics_dir, check_mode,
+             what='pgBackRest %s backup of stanza %s' % (backup_type, stanza)) as job, \
+            locking.job_lock(_lock_path(lock_dir, stanza),
+                             'pgBackRest backup of stanza %s' % stanza, wait=lock_timeout):
         info = stanza_info(stanza, run_as=run_as, config=config)
         if if_none and info.get('backup'):
+            job.skip()
             newest = _newest_backup(info)
             return dict(changed=False, stanza=stanza, type=backup_type, label=newest.get('label'),
                         size_bytes=int(newest.get('info', {}).get('repository', {}).get('delta', 0)),
-                        duration_seconds=round(time.monotonic() - started, 3),
-                        msg='stanza already has a backup')
+                        duration_seconds=job.duration(), msg='stanza already has a backup')
         if check_mode:
             return dict(changed=True, stanza=stanza, type=backup_type, label=None, size_bytes=0,
-                        duration_seconds=0.0)
-        try:
-            run(pgbackrest_argv('backup', stanza, run_as, config, ['--type=%s' % backup_type]),
-                what='pgbackrest backup --type=%s' % backup_type)
-            newest = _newest_backup(stanza_info(stanza, run_as=run_as, config=config))
-        except BackupError:
-            metrics.write_job_metrics(kind, stanza, False, time.monotonic() - started,
-                                      textfile_dir=metrics_dir)
-            raise
-    duration = time.monotonic() - started
-    size = int(newest.get('info', {}).get('repository', {}).get('delta', 0))
-    metrics.write_job_metrics(kind, stanza, True, duration, size=size, textfile_dir=metrics_dir)
-    return dict(changed=True, stanza=stanza, type=newest.get('type', backup_type),
-                label=newest.get('label'), size_bytes=size,
-                database_size_bytes=int(newest.get('info', {}).get('size', 0)),
-                duration_seconds=round(duration, 3))
+                        duration_seconds=0.0, msg='would take a %s backup' % backup_type)
+        run(pgbackrest_argv('backup', stanza, run_as, config, ['--type=%s' % backup_type]),
+            what='pgbackrest backup --type=%s' % backup_type)
+        newest = _newest_backup(stanza_info(stanza, run_as=run_as, config=config))
+        job.size = int(newest.get('info', {}).get('repository', {}).get('delta', 0))
+        return dict(changed=True, stanza=stanza, type=newest.get('type', backup_type),
+                    label=newest.get('label'), size_bytes=job.size,
+                    database_size_bytes=int(newest.get('info', {}).get('size', 0)),
+                    duration_seconds=job.duration())
 
 
 # ---------------------------------------------------------------- restore (PITR)
@@ -427,8 +421,8 @@ def restore(stanza, target=None, target_time=None, restore_to='in_place', check_
     if check_mode:
         result.update(duration_seconds=round(time.monotonic() - started, 3), size_bytes=0)
         return result
-    kind_target = '%s_%s' % (stanza, restore_to)
-    try:
+    with Job('pitr_restore', '%s_%s' % (stanza, restore_to), metrics_dir,
+             what='PITR of stanza %s (%s)' % (stanza, restore_to)) as job:
         with locking.job_lock(_lock_path(lock_dir, stanza) + '.restore',
                               'PITR of stanza %s' % stanza, wait=lock_timeout):
             if restore_to == 'in_place':
@@ -454,19 +448,12 @@ def restore(stanza, target=None, target_time=None, restore_to='in_place', check_
                     alive=lambda: os.path.exists(os.path.join(scratch_path, 'postmaster.pid')),
                     log=(log_path, 0))
                 log_text = _log_tail(log_path, 0)
-    except BackupError:
-        metrics.write_job_metrics('pitr_restore', kind_target, False, time.monotonic() - started,
-                                  textfile_dir=metrics_dir)
-        raise
-    stop_time, last_commit = recovered_point(log_text)
-    size = _dir_size(data_dir)
-    duration = time.monotonic() - started
-    metrics.write_job_metrics('pitr_restore', kind_target, True, duration, size=size,
-                              textfile_dir=metrics_dir)
+        stop_time, last_commit = recovered_point(log_text)
+        job.size = _dir_size(data_dir)
     result.update(timeline=int(timeline) if timeline.isdigit() else timeline,
                   recovery_stopped_at=stop_time, last_replayed_commit=last_commit,
                   archive_flushed_at=format_time(flushed) if flushed else None,
-                  size_bytes=size, duration_seconds=round(duration, 3))
+                  size_bytes=job.size, duration_seconds=round(time.monotonic() - started, 3))
     return result
 
 

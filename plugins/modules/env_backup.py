@@ -335,7 +335,7 @@ mode:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.codeb.backup.plugins.module_utils import env_store
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 from ansible_collections.codeb.backup.plugins.module_utils.metrics import DEFAULT_TEXTFILE_DIR
 
 
@@ -388,8 +388,8 @@ def main():
                 owner=p['owner'], group=p['group'], mode=p['mode'],
                 check_mode=module.check_mode, lock_timeout=p['lock_timeout'],
                 metrics_dir=p['metrics_dir'])
-    except BackupError as exc:
-        module.fail_json(**exc.as_result())
+    except Exception as exc:  # every failure, whatever its type, as a result naming what failed
+        module.fail_json(**as_backup_error(exc, 'env_backup').as_result())
     diff = result.pop('diff', None)
     if module._diff and result['changed'] and diff:
         result['diff'] = diff

@@ -182,7 +182,7 @@ available_environments:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.codeb.backup.plugins.module_utils import env_store
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 
 def main():
@@ -198,8 +198,8 @@ def main():
     p = module.params
     try:
         result = env_store.listing(p['root'], p['project'], p['environment'], verify=p['verify'])
-    except BackupError as exc:
-        module.fail_json(**exc.as_result())
+    except Exception as exc:  # every failure, whatever its type, as a result naming what failed
+        module.fail_json(**as_backup_error(exc, 'env_backup_info').as_result())
     module.exit_json(changed=False, **result)
 
 

@@ -248,7 +248,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.codeb.backup.plugins.module_utils import pgbackrest as core
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 
 def main():
@@ -302,8 +302,8 @@ def main():
             archived_until=p['archived_until'], timeout=p['timeout'],
             metrics_dir=p['metrics_dir'] or None, lock_timeout=p['lock_timeout'],
             login_user=p['login_user'])
-    except BackupError as exc:
-        module.fail_json(**exc.as_result())
+    except Exception as exc:  # every failure, whatever its type, as a result naming what failed
+        module.fail_json(**as_backup_error(exc, 'pg_pitr').as_result())
     module.exit_json(**result)
 
 

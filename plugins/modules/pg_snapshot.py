@@ -336,7 +336,7 @@ timings:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.codeb.backup.plugins.module_utils import pg_snapshot as core
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 
 def main():
@@ -370,8 +370,8 @@ def main():
     )
     try:
         result = core.run_state(module.params, check_mode=module.check_mode)
-    except BackupError as exc:
-        module.fail_json(**exc.as_result())
+    except Exception as exc:  # every failure, whatever its type, as a result naming what failed
+        module.fail_json(**as_backup_error(exc, 'pg_snapshot').as_result())
     module.exit_json(**result)
 
 

@@ -109,7 +109,7 @@ size_bytes:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.codeb.backup.plugins.module_utils import pg_snapshot as core
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 
 def main():
@@ -122,8 +122,8 @@ def main():
     )
     try:
         snapshots = core.list_snapshots(module.params['backup_dir'], module.params['database'])
-    except BackupError as exc:
-        module.fail_json(**exc.as_result())
+    except Exception as exc:  # every failure, whatever its type, as a result naming what failed
+        module.fail_json(**as_backup_error(exc, 'pg_snapshot_info').as_result())
     module.exit_json(changed=False, snapshots=snapshots, count=len(snapshots),
                      size_bytes=sum(s.get('size_bytes') or 0 for s in snapshots))
 

@@ -98,7 +98,7 @@ after:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 
 def main():
@@ -114,8 +114,8 @@ def main():
     conn = core.connection_params(module.params)
     try:
         result = core.apply_settings(conn, module.params['settings'], module.check_mode)
-    except BackupError as exc:
-        module.fail_json(**exc.as_result())
+    except Exception as exc:  # every failure, whatever its type, as a result naming what failed
+        module.fail_json(**as_backup_error(exc, 'redis_persistence').as_result())
     if module._diff:
         result['diff'] = dict(before=result['before'], after=result['after'])
     module.exit_json(**result)

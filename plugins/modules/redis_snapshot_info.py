@@ -98,7 +98,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 
 def main():
@@ -113,8 +113,8 @@ def main():
     backup_dir = module.params['backup_dir']
     try:
         entries = core.list_snapshots(backup_dir, verify=module.params['verify'])
-    except BackupError as exc:
-        module.fail_json(**exc.as_result())
+    except Exception as exc:  # every failure, whatever its type, as a result naming what failed
+        module.fail_json(**as_backup_error(exc, 'redis_snapshot_info').as_result())
     if module.params['snapshot_format']:
         entries = [e for e in entries if e.get('kind') == module.params['snapshot_format']]
     current = {}

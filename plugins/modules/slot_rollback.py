@@ -240,7 +240,7 @@ size_bytes:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.codeb.backup.plugins.module_utils import slot_state
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 _ONLY_FOR = {
     'version': 'deployed', 'slot': 'deployed', 'db_snapshot': 'deployed',
@@ -301,8 +301,8 @@ def main():
                 safety_redis_snapshot=p['safety_redis_snapshot'] or None)
         else:
             result = slot_state.query(p['state_dir'], p['project'])
-    except BackupError as exc:
-        module.fail_json(**exc.as_result())
+    except Exception as exc:  # every failure, whatever its type, as a result naming what failed
+        module.fail_json(**as_backup_error(exc, 'slot_rollback').as_result())
     diff = result.pop('diff')
     if module._diff:
         result['diff'] = diff

@@ -176,7 +176,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.codeb.backup.plugins.module_utils import traffic
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 
 def main():
@@ -219,8 +219,8 @@ def main():
                           diff=None)
             if active:
                 result['upstream'] = traffic.upstream_name(p['project'], active)
-    except BackupError as exc:
-        module.fail_json(**exc.as_result())
+    except Exception as exc:  # every failure, whatever its type, as a result naming what failed
+        module.fail_json(**as_backup_error(exc, 'traffic_switch').as_result())
     diff = result.pop('diff')
     if module._diff and diff:
         result['diff'] = diff

@@ -166,3 +166,16 @@ def test_a_host_never_set_up_is_told_to_run_setup_backup_first():
     with pytest.raises(BackupError) as exc:
         pb.check_setup('postgres', 'run_as', config='/nonexistent/pgbackrest.conf')
     assert exc.value.param == 'config' and 'setup-backup.yml' in exc.value.msg
+
+
+def test_failed_backup_of_any_kind_records_status_0(tmp_path):
+    """The backup job runs in the one Job: a failure before pgBackRest even ran (here a
+    repository config that does not exist) is recorded, success time untouched."""
+    from ansible_collections.codeb.backup.plugins.module_utils import metrics as metrics_core
+    with pytest.raises(BackupError):
+        pb.backup('main', backup_type='full', run_as=None,
+                  config=str(tmp_path / 'missing.conf'), metrics_dir=str(tmp_path),
+                  lock_dir=str(tmp_path))
+    text = open(metrics_core.metrics_path(str(tmp_path), 'pgbackrest_full', 'main')).read()
+    assert 'codeb_backup_last_status{kind="pgbackrest_full",target="main"} 0' in text
+    assert 'last_success_timestamp' not in text
