@@ -5,11 +5,16 @@ import re
 import subprocess
 import time
 
-from conftest import sql
+from conftest import cluster_port, sql
 
 FLUSH = ('python3 -c "import sys; sys.path.insert(0, \'/usr/local/lib/codeb-backup\'); '
          'from ansible_collections.codeb.backup.plugins.module_utils import pgbackrest as p; '
-         'print(p.flush_archive(timeout=%d)[1])"')
+         'print(p.flush_archive(port=%d, timeout=%d)[1])"')
+
+
+def flush(storage, timeout=300):
+    """Switch WAL on the storage cluster (its real port) and wait until it is archived."""
+    return storage.check_output(FLUSH % (cluster_port(storage), timeout))
 
 
 def archiver(host):
@@ -44,7 +49,7 @@ def test_pgbench_load_archives_without_failures(storage, backup):
     archived_before, failed_before = archiver(storage)
     bench = storage.run('runuser -u postgres -- pgbench -n -c 2 -j 2 -T 30 bench')
     assert bench.rc == 0, bench.stderr
-    segment = storage.check_output(FLUSH % 300)  # backlog drains: our switch is archived
+    segment = flush(storage)  # backlog drains: our switch is archived
     archived_after, failed_after = archiver(storage)
     assert failed_after == failed_before
     assert archived_after > archived_before
@@ -84,7 +89,7 @@ def test_backup_host_outage_leaves_no_gap(storage, backup):
             break
         time.sleep(1)
     assert boot.stdout.strip() in ('running', 'degraded'), boot.stdout + boot.stderr
-    segment = storage.check_output(FLUSH % 300)
+    segment = flush(storage)
     assert ready_segments(storage) == 0
     # every segment from before the outage to the last switch is in the repository
     listing = json.loads(backup.check_output(
