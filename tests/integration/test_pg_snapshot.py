@@ -236,7 +236,8 @@ def test_kill_9_leaves_no_final_file_and_lock_makes_second_run_fail(pg_cluster, 
         out, err = second.communicate(timeout=120)
         assert second.returncode == 1
         assert json.loads(out)['param'] == 'lock_timeout'
-        assert 'another pg_snapshot of database %s is running' % DB in err
+        assert 'another pg_snapshot of database %s is running' % DB in json.loads(out)['msg']
+        assert err == '', 'one result: the JSON on stdout'
 
         os.kill(run.pid, signal.SIGKILL)
         run.wait()
