@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -138,15 +139,21 @@ def durable_copy(src, final_path, mode=0o600):
     return digest.hexdigest(), size
 
 
-def remove_stale_temps(directory, match='', pattern=None):
-    """Remove temporaries a killed run left in ``directory``: names starting with
-    ``TEMP_PREFIX + match``, or matching the compiled ``pattern``. Call only while holding
-    the lock of the job that writes them. Returns the names."""
+def temps_of(final_name):
+    """The pattern of exactly the temporaries ``temp_path`` makes for ``final_name``
+    (never another file's: ``worb`` must not match ``worb.json``'s)."""
+    return re.compile(r'\A%s%s\.[A-Za-z0-9_]+\Z' % (re.escape(TEMP_PREFIX), re.escape(final_name)))
+
+
+def remove_stale_temps(directory, pattern=None):
+    """Remove temporaries a killed run left in ``directory``: every ``TEMP_PREFIX`` name,
+    or only those matching the compiled ``pattern`` (see ``temps_of``). Call only while
+    holding the lock of the job that writes them. Returns the names."""
     removed = []
     if not os.path.isdir(directory):
         return removed
     for name in sorted(os.listdir(directory)):
-        if pattern.match(name) if pattern is not None else name.startswith(TEMP_PREFIX + match):
+        if pattern.match(name) if pattern is not None else name.startswith(TEMP_PREFIX):
             discard(os.path.join(directory, name))
             removed.append(name)
     if removed:

@@ -275,8 +275,8 @@ class EnvStore(object):
             repaired = self.recover()
             if dest is not None:
                 repaired += ['removed temporary %s beside %s' % (name, dest) for name in
-                             durable.remove_stale_temps(os.path.dirname(dest),
-                                                        os.path.basename(dest) + '.')]
+                             durable.remove_stale_temps(
+                                 os.path.dirname(dest), durable.temps_of(os.path.basename(dest)))]
             yield repaired
 
     def _ensure_dirs(self):

@@ -64,7 +64,8 @@ class Manifest(object):
     def remove_stale_temps(self):
         """Remove temporaries of a manifest write a killed run left (``update`` calls it
         while it holds the manifest's lock)."""
-        return durable.remove_stale_temps(self.directory, os.path.basename(self.path) + '.')
+        return durable.remove_stale_temps(self.directory,
+                                          durable.temps_of(os.path.basename(self.path)))
 
     def entries(self):
         """Entries sorted oldest first (by ``time``, then file name)."""

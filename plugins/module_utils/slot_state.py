@@ -41,7 +41,6 @@ from ansible_collections.codeb.backup.plugins.module_utils import durable, metri
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
-from ansible_collections.codeb.backup.plugins.module_utils.traffic import remove_own_temps
 from ansible_collections.codeb.backup.plugins.module_utils.naming import validate_name
 
 DEFAULT_STATE_DIR = '/var/lib/codeb-backup/slots'
@@ -400,7 +399,7 @@ def write(state_dir, state):
     temporaries of this project's state file that a killed write left (never another's)."""
     durable.ensure_dir(state_dir, mode=0o755)
     path = state_path(state_dir, state['projectName'])
-    remove_own_temps(state_dir, os.path.basename(path))
+    durable.remove_stale_temps(state_dir, durable.temps_of(os.path.basename(path)))
     durable.atomic_write_json(path, state, mode=0o644)
 
 

@@ -71,22 +71,6 @@ def _sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def remove_own_temps(directory, final_name):
-    """Remove the temporaries a killed write of ``final_name`` left in ``directory``
-    (``.tmp-<final_name>.<random>``, exactly: never another file's). Call under the lock
-    that serialises writes of ``final_name``. Returns the names removed."""
-    pattern = re.compile(r'\A%s%s\.[a-z0-9_]+\Z' % (re.escape(durable.TEMP_PREFIX),
-                                                    re.escape(final_name)))
-    if not os.path.isdir(directory):
-        return []
-    removed = [name for name in sorted(os.listdir(directory)) if pattern.match(name)]
-    for name in removed:
-        durable.discard(os.path.join(directory, name))
-    if removed:
-        durable.fsync_dir(directory)
-    return removed
-
-
 def read_applied(state_dir, project):
     """The record of the last switch nginx applied (dict with ``slot``, ``sha256``,
     ``include``), or None if there is none. A damaged record is no evidence either: None
@@ -106,7 +90,8 @@ def read_applied(state_dir, project):
 
 def _write_applied(state_dir, project, slot, include_bytes, master):
     durable.ensure_dir(state_dir, mode=0o755)
-    remove_own_temps(state_dir, os.path.basename(applied_path(state_dir, project)))
+    record = os.path.basename(applied_path(state_dir, project))
+    durable.remove_stale_temps(state_dir, durable.temps_of(record))
     durable.atomic_write_json(applied_path(state_dir, project), {
         'project': project, 'slot': slot, 'sha256': _sha256(include_bytes),
         'include': include_bytes.decode(), 'nginx_master_pid': master,
@@ -289,7 +274,7 @@ def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_
         return _result(project, slot, previous, path, changed, started)
     with job_lock(os.path.join(include_dir, '.%s-switch.lock' % project),
                   'traffic switch of project %s' % project, wait=lock_timeout):
-        remove_own_temps(include_dir, os.path.basename(path))
+        durable.remove_stale_temps(include_dir, durable.temps_of(os.path.basename(path)))
         now = status(include_dir, project, state_dir)
         if now['include_slot'] == slot and now['in_sync']:
             return _result(project, slot, slot, path, False, started)

@@ -175,3 +175,11 @@ def test_metrics_failure_keeps_last_success(tmp_path):
     assert 'codeb_backup_last_attempt_timestamp_seconds{kind="pg_snapshot",target="worb"} 2000' in text
     assert 'codeb_backup_last_status{kind="pg_snapshot",target="worb"} 0' in text
     assert [n for n in os.listdir(tmp_path) if n.startswith('.')] == []
+
+
+def test_temps_of_matches_only_that_files_temporaries(tmp_path):
+    mine = durable.temp_path(str(tmp_path / 'worb.json'))
+    other = durable.temp_path(str(tmp_path / 'worb.json.json'))
+    assert durable.remove_stale_temps(str(tmp_path), durable.temps_of('worb.json')) == \
+        [os.path.basename(mine)]
+    assert os.path.exists(other)
