@@ -12,7 +12,8 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
+
+from helpers.servers import wait_for as wait_until  # noqa: F401  (the fault tests poll with it)
 
 KILLER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'killer.py')
 TRIALS = int(os.environ.get('CODEB_FAULT_TRIALS', '15'))
@@ -137,12 +138,3 @@ def fill(path, leave_bytes=0):
 
 def remount(path, mode):
     subprocess.run(['mount', '-o', 'remount,%s' % mode, path], check=True)
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError('timed out after %s s waiting for %s' % (timeout, what))

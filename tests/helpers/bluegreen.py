@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 
-from helpers.servers import free_port, _wait_for
+from helpers.servers import free_port, wait_for
 
 NGINX = '/usr/sbin/nginx'
 
@@ -48,7 +48,7 @@ class App(object):
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'http.server', '--bind', '127.0.0.1', str(self.port),
              '--directory', self.docroot], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for(lambda: _listening(self.port), 30, 'app on port %d' % self.port)
+        wait_for(lambda: _listening(self.port), 30, 'app on port %d' % self.port)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

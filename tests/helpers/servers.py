@@ -20,13 +20,14 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def _wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout, what):
+    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.1)
-    raise RuntimeError('%s did not come up within %s s' % (what, timeout))
+    raise RuntimeError('timed out after %s s waiting for %s' % (timeout, what))
 
 
 class PostgresCluster(object):
@@ -76,7 +77,7 @@ class PostgresCluster(object):
             [os.path.join(self.bin, 'postgres'), '-D', self.data],
             user=self._pw.pw_uid, group=self._pw.pw_gid, extra_groups=[], cwd=self.base,
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.base, 'postgres.log'), 'ab'))
-        _wait_for(lambda: subprocess.run(
+        wait_for(lambda: subprocess.run(
             [os.path.join(self.bin, 'pg_isready'), '-h', self.socket_dir, '-p', str(self.port)],
             capture_output=True, check=False).returncode == 0, 30, 'PostgreSQL')
 
@@ -145,7 +146,7 @@ class RedisServer(object):
     def start(self):
         self.proc = subprocess.Popen([shutil.which('redis-server') or '/usr/bin/redis-server',
                                       self.conf_path], stdout=subprocess.DEVNULL)
-        _wait_for(self._ping, 30, 'Redis')
+        wait_for(self._ping, 30, 'Redis')
 
     def client(self):
         import redis
