@@ -7,6 +7,7 @@ packages=(
   nginx-light openssh-server openssh-client sudo cron rsync zstd make
   podman runc debootstrap uidmap slirp4netns fuse-overlayfs
   prometheus python3-venv python3-redis python3-fastapi python3-uvicorn
+  shellcheck  # ansible-test sanity checks shell scripts only where it is installed
 )
 missing=()
 for pkg in "${packages[@]}"; do

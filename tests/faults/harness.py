@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 
-from helpers.servers import wait_for as wait_until  # noqa: F401  (the fault tests poll with it)
+from helpers.servers import wait_for
 
 KILLER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'killer.py')
 TRIALS = int(os.environ.get('CODEB_FAULT_TRIALS', '15'))
@@ -138,3 +138,7 @@ def fill(path, leave_bytes=0):
 
 def remount(path, mode):
     subprocess.run(['mount', '-o', 'remount,%s' % mode, path], check=True)
+
+
+# the fault tests poll with the shared readiness helper
+wait_until = wait_for

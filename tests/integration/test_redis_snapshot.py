@@ -24,7 +24,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupE
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
 from helpers.ansible_runner import ROOT, run_module
-from helpers.servers import RedisServer, free_port
+from helpers.servers import RedisServer, wait_for, free_port
 
 
 @pytest.fixture
@@ -200,8 +200,10 @@ def test_rdb_restore_into_appendonly_yes_is_not_lost_to_the_aof(restorable, tmp_
     # the previous files are kept aside, not deleted
     assert os.path.isdir(os.path.join(restored['aside_dir'], 'appendonlydir'))
     # and the restored data survives another restart (it is in the AOF now)
+    with open(os.path.join(server.base, 'redis.pid')) as handle:
+        old_pid = int(handle.read().strip())
     client.shutdown(nosave=True)
-    time.sleep(0.2)
+    wait_for(lambda: not os.path.exists('/proc/%d' % old_pid), 20, 'the stopped redis-server to exit')
     subprocess.run(server.start_command, check=True)
     deadline = time.monotonic() + 20
     while True:
