@@ -37,8 +37,9 @@ import os
 import re
 import time
 
-from ansible_collections.codeb.backup.plugins.module_utils import durable, process
+from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics, process
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, as_backup_error
+from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
 from ansible_collections.codeb.backup.plugins.module_utils.naming import validate_name
 
@@ -49,6 +50,7 @@ DEFAULT_PID_FILE = '/run/nginx.pid'
 DEFAULT_RELOAD_TIMEOUT = 10.0
 DEFAULT_STATE_DIR = '/var/lib/codeb-backup/traffic'
 SLOTS = ('blue', 'green')
+METRICS_KIND = 'traffic_switch'
 _MARKER_RE = re.compile(r'^# codeb-active-slot: (\S+)\s*$', re.M)
 _PROXY_RE = re.compile(r'^\s*proxy_pass\s+http://codeb_(\S+)_(blue|green);\s*$', re.M)
 
@@ -245,8 +247,9 @@ def reload(nginx, pid_file, timeout=DEFAULT_RELOAD_TIMEOUT):
 def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_NGINX_BINARY,
            nginx_conf=DEFAULT_NGINX_CONF, nginx_prefix=None, pid_file=DEFAULT_PID_FILE,
            check_mode=False, lock_timeout=60.0, reload_timeout=DEFAULT_RELOAD_TIMEOUT,
-           state_dir=DEFAULT_STATE_DIR):
-    """Point project's traffic at ``slot``. Returns a result dict.
+           state_dir=DEFAULT_STATE_DIR, metrics_dir=metrics.DEFAULT_TEXTFILE_DIR):
+    """Point project's traffic at ``slot``. Returns a result dict; the outcome is written
+    as ``kind="traffic_switch"`` metrics (not in check mode).
 
     Nothing to do only when the include points at ``slot`` *and* the applied record says
     nginx was reloaded with exactly that include; otherwise the include is (re)written,
@@ -272,8 +275,10 @@ def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_
                                   'project %s to %s would be refused: %s' % (project, slot, output),
                                   param='nginx_conf')
         return _result(project, slot, previous, path, changed, started)
-    with job_lock(os.path.join(include_dir, '.%s-switch.lock' % project),
-                  'traffic switch of project %s' % project, wait=lock_timeout):
+    with Job(METRICS_KIND, project, metrics_dir,
+             what='traffic switch of project %s to slot %s' % (project, slot)), \
+            job_lock(os.path.join(include_dir, '.%s-switch.lock' % project),
+                     'traffic switch of project %s' % project, wait=lock_timeout):
         durable.remove_stale_temps(include_dir, durable.temps_of(os.path.basename(path)))
         now = status(include_dir, project, state_dir)
         if now['include_slot'] == slot and now['in_sync']:
@@ -386,6 +391,8 @@ def register_cli(subparsers):
                     'playbooks/rollback.yml, which does both.')
     parser.add_argument('--project', required=True)
     parser.add_argument('--slot', required=True, choices=SLOTS)
+    parser.add_argument('--metrics-dir', default=metrics.DEFAULT_TEXTFILE_DIR,
+                        help='node_exporter textfile directory ("" disables metrics)')
     _nginx_args(parser)
     parser.set_defaults(handler=_cli_switch)
     parser = subparsers.add_parser(
@@ -413,7 +420,7 @@ def _cli_switch(args):
     result = switch(args.project, args.slot, include_dir=args.include_dir,
                     nginx_binary=args.nginx_binary, nginx_conf=args.nginx_conf,
                     nginx_prefix=args.nginx_prefix, pid_file=args.pid_file,
-                    state_dir=args.state_dir)
+                    state_dir=args.state_dir, metrics_dir=args.metrics_dir)
     result.pop('diff', None)
     return result
 

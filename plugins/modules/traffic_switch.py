@@ -80,6 +80,13 @@ options:
         applied (C(<project>.applied.json)).
     type: path
     default: /var/lib/codeb-backup/traffic
+  metrics_dir:
+    description:
+      - node_exporter textfile directory for the outcome of O(state=switched)
+        (C(kind="traffic_switch"), C(target) the project); every failure sets status 0.
+      - An empty string disables metrics.
+    type: path
+    default: /var/lib/prometheus/node-exporter
   reload_timeout:
     description:
       - Seconds to wait for nginx to run workers with the new configuration after the reload.
@@ -191,6 +198,7 @@ def main():
             nginx_prefix=dict(type='path'),
             pid_file=dict(type='path', default=traffic.DEFAULT_PID_FILE),
             state_dir=dict(type='path', default=traffic.DEFAULT_STATE_DIR),
+            metrics_dir=dict(type='path', default='/var/lib/prometheus/node-exporter'),
             reload_timeout=dict(type='float', default=traffic.DEFAULT_RELOAD_TIMEOUT),
             lock_timeout=dict(type='float', default=60.0),
         ),
@@ -205,7 +213,8 @@ def main():
                 nginx_binary=p['nginx_binary'], nginx_conf=p['nginx_conf'],
                 nginx_prefix=p['nginx_prefix'], pid_file=p['pid_file'],
                 check_mode=module.check_mode, lock_timeout=p['lock_timeout'],
-                reload_timeout=p['reload_timeout'], state_dir=p['state_dir'])
+                reload_timeout=p['reload_timeout'], state_dir=p['state_dir'],
+                metrics_dir=p['metrics_dir'])
         elif p['state'] == 'present':
             result = traffic.ensure_include(p['project'], p['slot'], include_dir=p['include_dir'],
                                             check_mode=module.check_mode)

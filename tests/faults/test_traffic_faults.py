@@ -60,6 +60,16 @@ class Site(object):
         """The slot nginx really sends a new connection to."""
         return http_get(self.port)
 
+    def last_success(self):
+        """The success time of the switch's metrics (every run writes them)."""
+        return harness.read_metrics(harness.metrics_file(
+            self.nginx.metrics_dir, traffic.METRICS_KIND, PROJECT))[
+                'codeb_backup_last_success_timestamp_seconds']
+
+    def assert_failure_recorded(self, success):
+        harness.assert_failure_recorded(self.nginx.metrics_dir, traffic.METRICS_KIND, PROJECT,
+                                        previous_success=success)
+
     def switch_argv(self, slot):
         return ['traffic-switch', '--project', PROJECT, '--slot', slot] + self.nginx.cli_args()
 
@@ -179,9 +189,11 @@ def test_full_include_disk_fails_cleanly_and_keeps_traffic(base):
         try:
             site.start()
             include_before = site.include_text()
+            success = site.last_success()
             filler = harness.fill(include_dir)
             run = harness.run_failed(site.switch_argv('green'))
             assert 'full' in run.result['msg'], run
+            site.assert_failure_recorded(success)
             _failed_cleanly(site, 'blue', include_before)
             assert site.status()['slot'] == 'blue'
             os.unlink(filler)
@@ -197,9 +209,11 @@ def test_full_state_disk_puts_the_include_back_and_reloads(base):
         try:
             site.start()
             include_before = site.include_text()
+            success = site.last_success()
             filler = harness.fill(state_dir)
             run = harness.run_failed(site.switch_argv('green'))
             assert 'full' in run.result['msg'] and 'stays on blue' in run.result['msg'], run
+            site.assert_failure_recorded(success)
             _failed_cleanly(site, 'blue', include_before)
             os.unlink(filler)
             assert site.status()['slot'] == 'blue'
@@ -215,10 +229,12 @@ def test_read_only_include_dir_fails_cleanly_and_keeps_traffic(base):
         try:
             site.start()
             include_before = site.include_text()
+            success = site.last_success()
             harness.remount(include_dir, 'ro')
             try:
                 run = harness.run_failed(site.switch_argv('green'))
                 assert 'read-only' in run.result['msg'], run
+                site.assert_failure_recorded(success)
                 _failed_cleanly(site, 'blue', include_before)
             finally:
                 harness.remount(include_dir, 'rw')

@@ -67,6 +67,7 @@ class Nginx(object):
         # the switched includes, and where a switch records what nginx has applied
         self.include_dir = include_dir or os.path.join(base, 'bluegreen')
         self.state_dir = state_dir or os.path.join(base, 'traffic')
+        self.metrics_dir = os.path.join(base, 'metrics')
         self.pid_file = os.path.join(base, 'nginx.pid')
         self.proc = None
         for sub in ('conf.d', 'tmp', 'logs'):
@@ -86,13 +87,15 @@ class Nginx(object):
     def module_args(self):
         """traffic_switch options for this nginx."""
         return {'include_dir': self.include_dir, 'nginx_binary': NGINX, 'nginx_conf': self.conf,
-                'nginx_prefix': self.base, 'pid_file': self.pid_file, 'state_dir': self.state_dir}
+                'nginx_prefix': self.base, 'pid_file': self.pid_file, 'state_dir': self.state_dir,
+                'metrics_dir': self.metrics_dir}
 
     def cli_args(self):
         """The same options for ``codeb-backup traffic-switch``."""
         return ['--include-dir', self.include_dir, '--nginx-binary', NGINX,
                 '--nginx-conf', self.conf, '--nginx-prefix', self.base,
-                '--pid-file', self.pid_file, '--state-dir', self.state_dir]
+                '--pid-file', self.pid_file, '--state-dir', self.state_dir,
+                '--metrics-dir', self.metrics_dir]
 
     def write_site(self, project, listen, blue_port, green_port, initial_slot='blue'):
         """A hand-written equivalent of the bluegreen role's site (for traffic-only tests)."""
