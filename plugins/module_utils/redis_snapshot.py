@@ -498,7 +498,7 @@ def _read(path):
 
 # --------------------------------------------------------------------------- snapshot
 
-_TS = r'\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}'
+_TS = naming.TIMESTAMP_PATTERN
 _SNAPSHOT_RE = re.compile(r'\A(?:%s%s%s|%s%s%s|%s)\Z' % (
     re.escape(RDB_PREFIX), _TS, re.escape(RDB_SUFFIX), re.escape(AOF_PREFIX), _TS,
     re.escape(AOF_SUFFIX), _TS))
