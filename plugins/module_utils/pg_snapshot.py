@@ -21,7 +21,6 @@ pg-snapshot`` host command (cron); nothing here depends on Ansible.
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import hashlib
 import os
@@ -31,7 +30,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics, naming
+from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics, naming, process
 from ansible_collections.codeb.backup.plugins.module_utils.errors import ArtifactError, BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
@@ -182,14 +181,6 @@ def _check_restore_target(p):
 
 # --------------------------------------------------------------------------- running tools
 
-def _die_with_parent():
-    # PR_SET_PDEATHSIG=1, SIGKILL=9: a tool never outlives a killed snapshot run.
-    try:
-        ctypes.CDLL(None).prctl(1, 9)
-    except Exception:  # pragma: no cover - non-Linux
-        pass
-
-
 class Connection(object):
     """libpq settings for psql / pg_dump / pg_restore; the password goes in PGPASSWORD."""
 
@@ -230,7 +221,7 @@ class Connection(object):
         return env
 
     def popen_kwargs(self):
-        kwargs = dict(env=self.env(), preexec_fn=_die_with_parent)
+        kwargs = dict(env=self.env(), preexec_fn=process.die_with_parent)
         if self.os_user and os.geteuid() == 0:
             import pwd
             entry = pwd.getpwnam(self.os_user)
@@ -451,7 +442,7 @@ def check_archive(conn, path, method, database=None, full=True):
             raise ArtifactError('zstd integrity test of %s failed: %s'
                                 % (path, test.stderr.strip()))
         unzstd = subprocess.Popen([zstd, '-q', '-dc', path], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                  stderr=subprocess.DEVNULL, preexec_fn=process.die_with_parent)
         listing = subprocess.run([pg_restore, '--list'], stdin=unzstd.stdout,
                                  capture_output=True, text=True, check=False)
         unzstd.stdout.close()
@@ -546,22 +537,27 @@ def _remove_stale(backup_dir, database):
     return durable.remove_stale_temps(backup_dir, pattern=_temp_re(database))
 
 
-def closed_marker_path(backup_dir, database):
-    """Written (durably) before a restore closes ``database`` to connections, removed after
-    it is open again: a marker left behind means a killed restore closed it."""
-    return os.path.join(backup_dir, '.pg_snapshot-%s.closed' % database)
+def restore_marker_path(backup_dir, database):
+    """Written (durably) before a restore into ``database`` creates its temporary database,
+    removed once ``database`` is open again and nothing of the restore is left: a marker
+    left behind means a killed restore may have closed it or left databases behind."""
+    return os.path.join(backup_dir, '.pg_snapshot-%s.restore' % database)
 
 
 def reconcile(conn, p, database):
     """Repair what a killed or failed run of ``database``'s jobs left, while holding that
-    database's lock: reopen the database if a restore closed it, remove temporaries,
+    database's lock: after an interrupted restore reopen the database and drop the
+    restore's temporary databases, remove temporaries,
     finish an interrupted prune, adopt whole snapshots the manifest does not list (a kill
     between the rename and the manifest write) and remove unlisted ones that fail their
     check. Returns what was done."""
     backup_dir = p['backup_dir']
     done = dict(stale_temps_removed=_remove_stale(backup_dir, database),
-                reopened=_reopen_if_closed_by_us(conn, p, database),
+                reopened=False, leftover_databases_dropped=[],
                 prune_finished=[], adopted=[], removed=[])
+    if os.path.lexists(restore_marker_path(backup_dir, database)):
+        done['reopened'], done['leftover_databases_dropped'] = \
+            _finish_interrupted_restore(conn, p, database)
     manifest = Manifest(backup_dir)
     listed = manifest.load()
     unfinished = sorted(name for name, e in listed.items()
@@ -608,17 +604,18 @@ def _adopt(conn, backup_dir, database, name, stamp):
                 toc_entries=toc)
 
 
-def _reopen_if_closed_by_us(conn, p, database):
-    marker = closed_marker_path(p['backup_dir'], database)
-    if not os.path.lexists(marker):
-        return False
-    if database_exists(conn, p, database):
+def _finish_interrupted_restore(conn, p, database):
+    """A restore into ``database`` was killed: reopen it (the restore may have closed it
+    to connections) and drop the restore's temporary databases. ``(reopened, dropped)``"""
+    reopened = database_exists(conn, p, database)
+    if reopened:
         conn.psql('ALTER DATABASE %s ALLOW_CONNECTIONS true' % _ident(database),
                   p['maintenance_db'],
-                  what='reopening database %r, which an interrupted restore closed' % database)
-    durable.discard(marker)
+                  what='reopening database %r after an interrupted restore' % database)
+    dropped = _drop_leftovers(conn, p, database)
+    durable.discard(restore_marker_path(p['backup_dir'], database))
     durable.fsync_dir(p['backup_dir'])
-    return True
+    return reopened, dropped
 
 
 def _locked(p, database):
@@ -653,7 +650,7 @@ def _run_dump(conn, p, snapshot_id, temp):
                                             **conn.popen_kwargs())
                     pack = subprocess.Popen([_zstd(), '-q', '-T0', '-%d' % level, '-c'],
                                             stdin=dump.stdout, stdout=out, stderr=errs[1],
-                                            preexec_fn=_die_with_parent)
+                                            preexec_fn=process.die_with_parent)
                     dump.stdout.close()
                     procs = [dump, pack]
                 else:
@@ -684,7 +681,7 @@ def snapshot(params, check_mode=False, now=None):
         try:  # before anything is written: a bad connection leaves no trace
             server_version = probe(conn, db)
         except BackupError:
-            if check_mode or not os.path.lexists(closed_marker_path(backup_dir, db)):
+            if check_mode or not os.path.lexists(restore_marker_path(backup_dir, db)):
                 raise
             server_version = None  # closed by an interrupted restore: reconcile reopens it
         if check_mode:
@@ -976,7 +973,7 @@ def _restore_into(conn, p, path, method, database):
         elif method == 'zstd' or conn.os_user and os.geteuid() == 0 and os.path.isfile(path):
             source = ['zstd', '-q', '-dc', path] if method == 'zstd' else ['cat', path]
             feed = subprocess.Popen(source, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=process.die_with_parent)
             code = subprocess.run([pg_restore] + base, stdin=feed.stdout, stderr=err,
                                   stdout=subprocess.DEVNULL, check=False, **kwargs).returncode
             feed.stdout.close()
@@ -1057,9 +1054,12 @@ def _restore_locked(conn, p, entry, path, method, exists):
         encoding, collate, ctype, owner = row.split('|')
         options = ' ENCODING %s LC_COLLATE %s LC_CTYPE %s OWNER %s' % (
             _literal(encoding), _literal(collate), _literal(ctype), _ident(owner))
+    marker = restore_marker_path(p['backup_dir'], target)
+    durable.atomic_write_json(marker, dict(database=target, pid=os.getpid(),
+                                           time=naming.format_timestamp()))
     conn.psql('CREATE DATABASE %s TEMPLATE template0%s' % (_ident(temp_db), options), maint,
               what='creating temporary database %r' % temp_db)
-    swapped = False
+    swapped = cleaned = False
     try:
         step = time.monotonic()
         _restore_into(conn, p, path, method, temp_db)
@@ -1078,9 +1078,15 @@ def _restore_locked(conn, p, entry, path, method, exists):
                       what='renaming the restored database to %r' % target)
         swapped = True
     finally:
-        if not swapped:
-            conn.psql('DROP DATABASE IF EXISTS %s WITH (FORCE)' % _ident(temp_db), maint,
-                      what='dropping temporary database %r' % temp_db)
+        try:
+            if not swapped:
+                conn.psql('DROP DATABASE IF EXISTS %s WITH (FORCE)' % _ident(temp_db), maint,
+                          what='dropping temporary database %r' % temp_db)
+            cleaned = True
+        finally:  # the marker goes only when nothing of the restore is left to repair
+            if cleaned and not _closed(conn, p, target):
+                durable.discard(marker)
+                durable.fsync_dir(p['backup_dir'])
     timings['swap_seconds'] = round(time.monotonic() - step, 3)
     return dict(changed=True, database=db, target_database=target, file=entry['file'],
                 time=entry['time'], sha256=entry['sha256'], replaced_existing=exists,
@@ -1105,12 +1111,10 @@ def _compare_rows(entry, counts, large_objects, target):
 
 
 def _replace(conn, p, target, old_db, temp_db):
-    """Swap the restored ``temp_db`` in as ``target``. The live database is closed to new
-    connections only after a marker says so, so a killed run's successor reopens it; if
-    any step after the swap fails, the original is put back."""
-    maint, marker = p['maintenance_db'], closed_marker_path(p['backup_dir'], target)
-    durable.atomic_write_json(marker, dict(database=target, pid=os.getpid(),
-                                           time=naming.format_timestamp()))
+    """Swap the restored ``temp_db`` in as ``target`` (the caller's restore marker lets a
+    killed run's successor reopen ``target``); if any step after the swap fails, the
+    original is put back."""
+    maint = p['maintenance_db']
     conn.psql('ALTER DATABASE %s ALLOW_CONNECTIONS false' % _ident(target), maint,
               what='closing database %r to new connections' % target)
     swapped = False
@@ -1131,10 +1135,6 @@ def _replace(conn, p, target, old_db, temp_db):
         conn.psql('ALTER DATABASE %s ALLOW_CONNECTIONS true' % _ident(target), maint,
                   what='reopening database %r' % target)
         raise
-    finally:
-        if not _closed(conn, p, target):
-            durable.discard(marker)
-            durable.fsync_dir(p['backup_dir'])
 
 
 def _closed(conn, p, database):

@@ -9,12 +9,22 @@ A tool that fails raises BackupError with the tail of its stderr.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 
 STDERR_TAIL = 2000
+
+
+def die_with_parent():
+    """``preexec_fn`` for a tool or helper server that must never outlive a killed run:
+    the kernel sends it SIGKILL when its parent dies (PR_SET_PDEATHSIG=1, SIGKILL=9)."""
+    try:
+        ctypes.CDLL(None).prctl(1, 9)
+    except Exception:  # pragma: no cover - non-Linux
+        pass
 
 
 def run(argv, env=None, what=None, timeout=None, input_data=None, check=True):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import ctypes
 import datetime
 import json
 import os
@@ -343,14 +342,6 @@ def _tail(text, limit=1500):
     return (text or '').strip()[-limit:]
 
 
-def _die_with_parent():
-    # PR_SET_PDEATHSIG=1, SIGKILL=9: a scratch redis-server never outlives a killed run.
-    try:
-        ctypes.CDLL(None).prctl(1, 9)
-    except Exception:  # pragma: no cover - non-Linux
-        pass
-
-
 def _proc_start_time(pid):
     try:
         with open('/proc/%d/stat' % int(pid)) as handle:
@@ -380,16 +371,10 @@ def stop_leftover_scratch(state_dir, timeout=30):
     ``state_dir``) and remove its directory. The pid is killed only if it is still that
     process: same start time and its command line names the recorded socket."""
     record_path = os.path.join(state_dir, SCRATCH_RECORD)
-    try:
-        with open(record_path) as handle:
-            record = json.load(handle)
-    except FileNotFoundError:
+    record = _read_record(record_path)
+    if record is None:
         return None
-    except ValueError:
-        record = {}
     report = dict(pid=None, stopped=False, removed_dir=None)
-    if not isinstance(record, dict):
-        record = {}
     pid, sock = record.get('pid'), record.get('socket')
     if isinstance(pid, int) and pid > 1 and isinstance(sock, str) and sock:
         report['pid'] = pid
@@ -411,6 +396,19 @@ def stop_leftover_scratch(state_dir, timeout=30):
         report['removed_dir'] = sock_dir
     _remove_record(record_path)
     return report
+
+
+def _read_record(path):
+    """An undo record a run left: its dict, ``{}`` when it is damaged (still to be
+    cleaned up), None when there is none."""
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _remove_record(path):
@@ -449,7 +447,7 @@ def scratch_server(data_dir, appendonly, timeout=DEFAULT_TIMEOUT, dbfilename='du
         os.mkdir(sock_dir, 0o700)
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=process.die_with_parent)
         except OSError as exc:
             raise BackupError('cannot start a scratch redis-server to verify the snapshot (%s); '
                               'install redis-server or set verify_load=false' % exc,
@@ -806,14 +804,10 @@ def restore_rewrite_setting(client, backup_dir):
     at 0, put back the original value it recorded, then drop the record. Returns
     ``dict(restored=VALUE)`` / ``dict(dropped=reason)`` or None (no record)."""
     record_path = os.path.join(backup_dir, REWRITE_RECORD)
-    try:
-        with open(record_path) as handle:
-            record = json.load(handle)
-    except FileNotFoundError:
+    record = _read_record(record_path)
+    if record is None:
         return None
-    except ValueError:
-        record = None
-    if not isinstance(record, dict) or not re.match(r'\A\d+\Z', str(record.get('original', ''))):
+    if not re.match(r'\A\d+\Z', str(record.get('original', ''))):
         _remove_record(record_path)
         return dict(dropped='unreadable record %s' % record_path)
     original = str(record['original'])

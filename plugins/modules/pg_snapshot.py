@@ -22,9 +22,9 @@ description:
     snapshot marks it; a missing tool or an unreadable disk fails the run and changes no
     snapshot's status.
   - Every run that is not in check mode first repairs what a killed run of the same database
-    left, under its lock, and returns it as RV(reconciled). It reopens a database an
-    interrupted restore closed to connections, removes temporaries, finishes an interrupted
-    prune, adopts a whole snapshot the manifest does not list and removes an unlisted one
+    left, under its lock, and returns it as RV(reconciled). After an interrupted restore it
+    reopens the database and drops the restore's temporary databases; it removes
+    temporaries, finishes an interrupted prune, adopts a whole snapshot the manifest does not list and removes an unlisted one
     that fails its check.
   - O(state=restored) verifies the snapshot first and refuses a checksum mismatch, restores
     into a fresh temporary database, compares the row counts with the manifest, and only then
@@ -314,7 +314,8 @@ replaced_existing:
 reconciled:
   description:
     - What this run repaired before it started (C(stale_temps_removed), C(reopened),
-      C(prune_finished), C(adopted), C(removed)); a list of those for O(state=restored).
+      C(leftover_databases_dropped), C(prune_finished), C(adopted), C(removed)); a list of
+      those for O(state=restored).
   returned: state is present, restored or pruned (not in check mode)
   type: raw
 failed_verification:

@@ -374,7 +374,7 @@ def test_failure_after_the_swap_puts_the_original_back(db, tmp_path, monkeypatch
     assert 'put back' in caught.value.msg
     assert db.psql("SELECT body FROM items WHERE id = -1", DB) == 'live edit'
     assert db.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % DB) == 't'
-    assert not os.path.exists(core.closed_marker_path(str(backup), DB))
+    assert not os.path.exists(core.restore_marker_path(str(backup), DB))
     # the restored copy was dropped again; nothing is left behind
     assert db.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '_codeb_%'") == '0'
     assert_failure_recorded(metrics_dir, core.KIND_RESTORE, DB)
@@ -390,12 +390,28 @@ def test_restore_killed_while_closed_is_reopened_by_the_next_run(db, tmp_path):
                      at='spawn=ALLOW_CONNECTIONS false+:1')
     assert killed.killed, killed
     assert db.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % DB) == 'f'
-    assert os.path.exists(core.closed_marker_path(str(backup), DB))
+    assert os.path.exists(core.restore_marker_path(str(backup), DB))
     # the nightly snapshot is the next job: it reopens the database, then snapshots it
     again = run_ok(argv(db, backup, metrics_dir)).result
     assert again['reconciled']['reopened'] is True
     assert db.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % DB) == 't'
-    assert not os.path.exists(core.closed_marker_path(str(backup), DB))
+    assert not os.path.exists(core.restore_marker_path(str(backup), DB))
+    # and the killed restore's temporary database is gone too, not left for a later restore
+    assert again['reconciled']['leftover_databases_dropped']
+    assert db.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '_codeb_%'") == '0'
+
+
+def test_restore_killed_during_pg_restore_leaves_no_database_behind(db, tmp_path):
+    backup, metrics_dir = tmp_path / 'b', tmp_path / 'm'
+    run_ok(argv(db, backup, metrics_dir))
+    killed = run_cli(argv(db, backup, metrics_dir, '--state', 'restored'),
+                     at='spawn=--exit-on-error:1')  # the pg_restore that fills it
+    assert killed.killed, killed
+    assert db.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '_codeb_%'") == '1'
+    result = run_ok(argv(db, backup, metrics_dir, '--state', 'pruned')).result
+    assert len(result['reconciled']['leftover_databases_dropped']) == 1
+    assert db.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '_codeb_%'") == '0'
+    assert db.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % DB) == 't'
 
 
 def test_closed_database_without_marker_names_the_fix(db, tmp_path):
