@@ -182,11 +182,14 @@ def prune(params, check_mode=False, now=None):
             if os.path.isdir(p['backup_dir']) else []
         deleted = set(e['file'] for e in delete)
         job.size = sum(e.get('size_bytes') or 0 for e in delete)
-        return dict(changed=bool(delete or condemned or repaired and any(repaired.values())),
-                    database=db, pruned=pruned_result(delete),
-                    kept=[name for name in kept if name not in deleted],
-                    failed_verification=condemned, reconciled=repaired, size_bytes=job.size,
-                    duration_seconds=job.duration())
+        result = dict(changed=bool(delete or condemned or repaired and any(repaired.values())),
+                      database=db, pruned=pruned_result(delete),
+                      kept=[name for name in kept if name not in deleted],
+                      failed_verification=condemned, reconciled=repaired, size_bytes=job.size,
+                      duration_seconds=job.duration())
+        if check_mode:
+            result['msg'] = 'would delete %d snapshot(s) of database %r' % (len(delete), db)
+        return result
 
 
 # --------------------------------------------------------------------------- verified
@@ -259,9 +262,12 @@ def verify(params, check_mode=False):
         job.size = sum(r.get('size_bytes') or 0 for r in reports)
         result = dict(changed=changed, database=db, snapshots=reports,
                       verified=not bad, duration_seconds=job.duration(), size_bytes=job.size)
+        if check_mode and changed:
+            result['msg'] = 'would record a changed verification status in the manifest'
         if bad:
             raise BackupError('%d of %d snapshot(s) of database %r failed verification: %s' % (
                 len(bad), len(reports), db,
                 '; '.join('%s: %s' % (r['file'], r['error']) for r in bad)),
-                param='snapshot', **{k: v for k, v in result.items() if k != 'changed'})
+                param='snapshot',
+                **{k: v for k, v in result.items() if k not in ('changed', 'msg')})
         return result
