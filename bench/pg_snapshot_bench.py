@@ -159,7 +159,7 @@ def main():
         assert res['tables'] == snap['tables'], 'restored row counts differ'
         print('     restore steps: %s' % json.dumps(res['timings'], sort_keys=True), flush=True)
         t_ours_r1, res1 = timed(lambda: restore.restore(dict(params, target_database='r_ours1',
-                                                          jobs=1)))
+                                                             jobs=1)))
         print('ours restore (jobs=1, streamed from zstd)  %7.1f s  steps: %s'
               % (t_ours_r1, json.dumps(res1['timings'], sort_keys=True)), flush=True)
 

@@ -152,7 +152,7 @@ def test_round_trip_schemas_large_objects_parallel_restore(pg_cluster, tmp_path,
                                              ('custom', 'none')])
 def test_other_formats_round_trip(pg_cluster, tmp_path, shop, fmt, compression):
     made = snapshot.snapshot(_args(pg_cluster, tmp_path, format=fmt, compression=compression,
-                               jobs=2))
+                                   jobs=2))
     assert made['compression'] == compression and made['format'] == fmt
     assert os.path.isdir(made['path']) == (fmt == 'directory')
     assert snapshot.verify(_args(pg_cluster, tmp_path))['verified'] is True
@@ -270,7 +270,7 @@ def test_all_older_than_keep_days_keeps_keep_min(pg_cluster, tmp_path, shop):
     for days in (30, 20, 15, 12, 10):
         # keep_days=100 while making them: each run prunes relative to its own "now"
         result = snapshot.snapshot(_args(pg_cluster, tmp_path, keep_days=100),
-                               now=now - datetime.timedelta(days=days))
+                                   now=now - datetime.timedelta(days=days))
         made.append(result['file'])
     assert len(_snapshot_files(tmp_path / 'backups')) == 5
 

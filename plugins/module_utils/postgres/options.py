@@ -123,8 +123,8 @@ def check_backup_dir(value):
 def _choice(p, name, choices, default):
     value = p.get(name) or default
     if value not in choices:
-        raise BackupError('%s must be one of %s; got %r' % (name, ', '.join(sorted(choices)),
-                                                             value), param=name)
+        raise BackupError('%s must be one of %s; got %r'
+                          % (name, ', '.join(sorted(choices)), value), param=name)
     return value
 
 

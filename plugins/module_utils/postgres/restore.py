@@ -104,7 +104,7 @@ def _restore_locked(conn, p, entry, path, method, exists):
         timings['pg_restore_seconds'] = round(time.monotonic() - step, 3)
         step = time.monotonic()
         counts = parse_counts(conn.psql(ROW_COUNT_SQL, temp_db, 'counting restored rows')
-                               .splitlines())
+                              .splitlines())
         large_objects = int(conn.psql(LARGE_OBJECT_SQL, temp_db, 'counting large objects'))
         row_check = _compare_rows(entry, counts, large_objects, target)
         timings['row_check_seconds'] = round(time.monotonic() - step, 3)

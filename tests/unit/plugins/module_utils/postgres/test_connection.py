@@ -24,14 +24,15 @@ from ansible_collections.codeb.backup.plugins.module_utils.postgres import conne
 ])
 def test_connection_errors_name_the_parameter(stderr, param):
     error = connection.connection_error(stderr, dict(database='nope', login_user='postgres',
-                                               maintenance_db='postgres', login_port=5),
-                                  'pg_dump', 1)
+                                                     maintenance_db='postgres', login_port=5),
+                                        'pg_dump', 1)
     assert error.param == param
 
 
 def test_pg_restore_object_errors_are_not_blamed_on_login_user():
-    error = connection.connection_error('pg_restore: error: could not execute query: ERROR:  role '
-                                  '"app" does not exist', dict(login_user='postgres'), 'x', 1)
+    error = connection.connection_error('pg_restore: error: could not execute query: ERROR:  '
+                                        'role "app" does not exist', dict(login_user='postgres'),
+                                        'x', 1)
     assert error.param is None
 
 

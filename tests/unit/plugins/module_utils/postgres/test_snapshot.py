@@ -40,8 +40,8 @@ def test_prune_check_mode_predicts_and_deletes_nothing(tmp_path):
 
 
 def test_failed_snapshots_do_not_count_towards_keep_min(tmp_path):
-    made = write_snapshots(tmp_path, 'worb', [30, 20, 12, 10, 9], status={10: 'failed_verification',
-                                                                9: 'failed_verification'})
+    made = write_snapshots(tmp_path, 'worb', [30, 20, 12, 10, 9],
+                           status={10: 'failed_verification', 9: 'failed_verification'})
     result = snapshot.prune(_params(tmp_path, keep_min=3), now=NOW)
     # the three newest GOOD ones (30, 20, 12 days) survive; the damaged ones go
     assert sorted(p['file'] for p in result['pruned']) == sorted(made[3:])
