@@ -197,11 +197,14 @@ class Connection(object):
         kwargs.update(env=self.env(), unset=_LIBPQ_ENV, preexec_fn=process.die_with_parent)
         return kwargs
 
-    def run(self, argv, what, input_data=None, check=True, **kwargs):
-        """Run a PostgreSQL tool to completion; a failure raises ``connection_error``."""
+    def run(self, argv, what, input_data=None, check=True, timeout=None, **kwargs):
+        """Run a PostgreSQL tool to completion (at most ``timeout`` seconds); a failure
+        raises ``connection_error``. ``kwargs`` go to ``process.run`` (``stdout``,
+        ``stderr``, ``stdin``, ``pass_fds``, or ``env`` to replace the libpq variables)."""
         options = self.popen_kwargs()
         options.update(kwargs)
-        proc = process.run(argv, what=what, input_data=input_data, check=False, **options)
+        proc = process.run(argv, what=what, input_data=input_data, check=False,
+                           timeout=timeout, **options)
         if check and proc.returncode != 0:
             raise self.error(proc.stderr, what, proc.returncode)
         return proc
@@ -212,12 +215,12 @@ class Connection(object):
         options.update(kwargs)
         return process.spawn(argv, **options)
 
-    def psql(self, sql, database, what='psql'):
+    def psql(self, sql, database, what='psql', timeout=None):
         """Run ``sql`` (one or more statements, one implicit transaction) in ``database``;
         return psql's unaligned, tuples-only output."""
         argv = [self.tool('psql'), '-X', '-w', '-At', '-v', 'ON_ERROR_STOP=1',
                 '--dbname=%s' % database, '-c', sql]
-        return self.run(argv, what).stdout
+        return self.run(argv, what, timeout=timeout).stdout
 
     def session(self, database):
         """A psql coprocess on ``database``: statements sent one after the other in one

@@ -117,3 +117,9 @@ def test_check_connection_names_the_parameter(extra, param):
     with pytest.raises(BackupError) as caught:
         connection.check_connection(extra)
     assert caught.value.param == param
+
+
+def test_a_tool_that_hangs_is_stopped_at_its_timeout():
+    with pytest.raises(BackupError) as caught:
+        connection.Connection({}).run(['/bin/sleep', '30'], 'a hanging tool', timeout=0.5)
+    assert 'a hanging tool did not finish within 0.5 s' in caught.value.msg
