@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 from helpers.servers import PostgresCluster  # noqa: E402
 
-from ansible_collections.codeb.backup.plugins.module_utils import pg_snapshot as core  # noqa: E402
+from ansible_collections.codeb.backup.plugins.module_utils.postgres import restore, snapshot  # noqa: E402
 
 DB = 'benchdb'
 
@@ -135,12 +135,12 @@ def main():
         results['seed'] = (t_seed, os.path.getsize(os.path.join(out, 'seed.dump')))
         print('seed pg_dump -Fc          %7.1f s  %7.1f MB' % (t_seed, results['seed'][1] / 1e6),
               flush=True)
-        t_ours, snap = timed(lambda: core.snapshot(params))
+        t_ours, snap = timed(lambda: snapshot.snapshot(params))
         results['ours'] = (t_ours, snap['size_bytes'])
         print('ours pg_snapshot %-9s %7.1f s  %7.1f MB' % (
             snap['compression'], t_ours, snap['size_bytes'] / 1e6), flush=True)
         for cand in [c for c in args.candidates.split(',') if c]:
-            t_c, res = timed(lambda: core.snapshot(dict(
+            t_c, res = timed(lambda: snapshot.snapshot(dict(
                 params, compression=cand, backup_dir=os.path.join(out, 'cand')), now=None))
             results['candidate ' + cand] = (t_c, res['size_bytes'])
             print('cand pg_snapshot %-9s %7.1f s  %7.1f MB' % (cand, t_c, res['size_bytes'] / 1e6),
@@ -154,12 +154,12 @@ def main():
 
         t_seed_r, _out = timed(seed_restore)
         print('seed restore (serial pg_restore)  %7.1f s' % t_seed_r, flush=True)
-        t_ours_r, res = timed(lambda: core.restore(dict(params, target_database='r_ours', jobs=2)))
+        t_ours_r, res = timed(lambda: restore.restore(dict(params, target_database='r_ours', jobs=2)))
         print('ours restore (jobs=2, verify, row check)  %7.1f s' % t_ours_r, flush=True)
         assert res['tables'] == snap['tables'], 'restored row counts differ'
         print('     restore steps: %s' % json.dumps(res['timings'], sort_keys=True), flush=True)
-        t_ours_r1, res1 = timed(lambda: core.restore(dict(params, target_database='r_ours1',
-                                                          jobs=1)))
+        t_ours_r1, res1 = timed(lambda: restore.restore(dict(params, target_database='r_ours1',
+                                                             jobs=1)))
         print('ours restore (jobs=1, streamed from zstd)  %7.1f s  steps: %s'
               % (t_ours_r1, json.dumps(res1['timings'], sort_keys=True)), flush=True)
 

@@ -76,7 +76,7 @@ echo
 echo "Snapshots in ${backup_dir} (manifest: ${backup_dir}/manifest.json):"
 PYTHONPATH="$root/.collections" python - "$backup_dir" <<'PY'
 import sys
-from ansible_collections.codeb.backup.plugins.module_utils.pg_snapshot import list_snapshots
+from ansible_collections.codeb.backup.plugins.module_utils.postgres.store import list_snapshots
 snaps = list_snapshots(sys.argv[1])
 print('%-45s %12s  %-8s %s' % ('file', 'bytes', 'verified', 'sha256'))
 for s in snaps:

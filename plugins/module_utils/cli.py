@@ -17,9 +17,10 @@ import sys
 
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
-# module_utils modules that contribute sub-commands, in help order.
+# module_utils modules (dotted paths below module_utils) that contribute sub-commands, in
+# help order.
 SUBSYSTEMS = (
-    'pg_snapshot',
+    'postgres.cli',
     'pgbackrest',
     'env_store',
     'redis_snapshot',
@@ -38,7 +39,7 @@ def build_parser():
     subparsers.required = True
     for name in SUBSYSTEMS:
         module = importlib.import_module(
-            'ansible_collections.codeb.backup.plugins.module_utils.%s' % name)
+            'ansible_collections.codeb.backup.plugins.module_utils.' + name)
         module.register_cli(subparsers)
     return parser
 

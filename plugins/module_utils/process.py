@@ -27,18 +27,35 @@ def die_with_parent():
         pass
 
 
-def run(argv, env=None, what=None, timeout=None, input_data=None, check=True):
-    """Run ``argv`` (a list, no shell) and return CompletedProcess with text output.
-
-    ``env`` is added to the current environment. On a non-zero exit (when ``check``),
-    raise BackupError naming ``what`` (default: the program) and quoting its stderr.
-    """
+def _popen_kwargs(env, unset, kwargs):
+    """Popen keyword arguments with the environment: the current one, the names in
+    ``unset`` removed, ``env`` added."""
     full_env = dict(os.environ)
+    for name in unset:
+        full_env.pop(name, None)
     if env:
         full_env.update(env)
+    kwargs = dict(kwargs)
+    kwargs['env'] = full_env
+    return kwargs
+
+
+def run(argv, env=None, what=None, timeout=None, input_data=None, check=True, unset=(),
+        **popen_kwargs):
+    """Run ``argv`` (a list, no shell) and return CompletedProcess with text output.
+
+    ``env`` is added to the current environment after the names in ``unset`` are removed
+    from it; ``popen_kwargs`` go to subprocess (``user``/``group`` to switch the OS user,
+    ``pass_fds``, ``cwd``, ``preexec_fn=die_with_parent``; ``stdout``/``stderr`` are
+    captured unless given). On a non-zero exit (when ``check``), raise BackupError naming
+    ``what`` (default: the program) and quoting its stderr.
+    """
+    kwargs = _popen_kwargs(env, unset, popen_kwargs)
+    kwargs.setdefault('stdout', subprocess.PIPE)
+    kwargs.setdefault('stderr', subprocess.PIPE)
     try:
-        proc = subprocess.run(argv, env=full_env, input=input_data, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        proc = subprocess.run(argv, input=input_data, text=True, timeout=timeout, check=False,
+                              **kwargs)
     except FileNotFoundError:
         raise BackupError('%s is not installed or not on PATH' % argv[0])
     except subprocess.TimeoutExpired:
@@ -49,3 +66,15 @@ def run(argv, env=None, what=None, timeout=None, input_data=None, check=True):
             (proc.stderr or proc.stdout or '').strip()[-STDERR_TAIL:]),
             rc=proc.returncode)
     return proc
+
+
+def spawn(argv, env=None, unset=(), **popen_kwargs):
+    """Start ``argv`` and return its Popen, for the two things ``run`` cannot do: a
+    pipeline whose tools stream into each other (pg_dump | zstd) and a coprocess that
+    keeps one session open while other tools run (psql holding the transaction whose
+    snapshot pg_dump uses). Same environment rules and defaults as ``run``; the caller
+    waits for it."""
+    try:
+        return subprocess.Popen(argv, **_popen_kwargs(env, unset, popen_kwargs))
+    except FileNotFoundError:
+        raise BackupError('%s is not installed or not on PATH' % argv[0])

@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: pg_snapshot
 short_description: Verified per-database PostgreSQL snapshots with safe restore and retention
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Snapshots one PostgreSQL database with C(pg_dump) to
     C({backup_dir}/{database}-{YYYY-MM-DDTHH:MM:SS}.dump) (UTC), or C(.dump.zst) when
@@ -39,16 +39,17 @@ description:
 author:
   - codeb.backup maintainers (@codeb)
 requirements:
-  - PostgreSQL 15 client tools (C(pg_dump), C(pg_restore), C(psql)) on the managed host.
   - C(zstd) on the managed host for O(compression=zstd).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - codeb.backup.postgres
 attributes:
   platform:
     platforms: posix
   check_mode:
     support: full
-    details: Connects and reads only; predicts the snapshot name, deletions and restores.
+    details: Connects and reads only; predicts the snapshot name, deletions, restores and
+      verification outcomes (C(changed) when the manifest would be rewritten).
   diff_mode:
     support: none
 options:
@@ -104,7 +105,9 @@ options:
   format:
     description:
       - pg_dump archive format. V(custom) is one file; V(directory) is a directory and
-        lets C(pg_dump) itself use O(jobs) workers (gzip or none only).
+        lets C(pg_dump) itself use O(jobs) workers (gzip or none only; not with an
+        O(os_user) the module has to switch to, because pg_dump would write the files as
+        that user).
     type: str
     choices: [custom, directory]
     default: custom
@@ -145,52 +148,12 @@ options:
       - An empty string disables metrics.
     type: path
     default: /var/lib/prometheus/node-exporter
-  login_host:
-    description: Host of the server. Empty uses O(login_unix_socket) or libpq's default socket.
-    type: str
-    default: ''
-    aliases: [host]
-  login_port:
-    description: Port of the server.
-    type: int
-    default: 5432
-    aliases: [port]
-  login_user:
-    description: Role to connect as; it must be allowed to read every object (a superuser).
-    type: str
-    default: postgres
-    aliases: [login]
-  login_password:
-    description:
-      - Password of O(login_user). It is passed to the tools in C(PGPASSWORD), never on a
-        command line. Omit it to use C(~/.pgpass) or peer authentication.
-    type: str
-    aliases: [password]
-  login_unix_socket:
-    description: Directory of the server's unix socket (used when O(login_host) is empty).
-    type: str
-    default: ''
-    aliases: [unix_socket]
-  maintenance_db:
-    description: Database to connect to for creating, renaming and dropping databases.
-    type: str
-    default: postgres
-  os_user:
-    description:
-      - Run C(psql), C(pg_dump) and C(pg_restore) as this OS user (for example V(postgres),
-        for peer authentication over the unix socket) while the snapshot files stay owned
-        by the module's user. Needs root. Not available with O(format=directory).
-    type: str
-  pg_bin_dir:
-    description: Directory of the PostgreSQL client tools.
-    type: path
-    default: /usr/lib/postgresql/15/bin
-  connect_timeout:
-    description: Seconds libpq waits for a connection.
-    type: int
-    default: 10
 notes:
   - O(state=restored) always reports C(changed) when it restores (it replaces the database).
+  - O(state=verified) reports C(changed) exactly when it rewrote the manifest, that is when
+    a snapshot's recorded status changed (its C(verified_at) is the time that status was
+    established); a verification that confirms the recorded status writes nothing, and its
+    time is in the C(pg_snapshot_verify) metrics.
   - A snapshot is a logical copy at one moment; point-in-time recovery is pgBackRest's job
     (role C(codeb.backup.postgresql_backup)).
 seealso:
@@ -286,10 +249,24 @@ large_objects:
   type: int
 pruned:
   description:
-    - File names deleted by retention (O(state=present)), or dicts with C(file), C(time)
-      and C(reason) (O(state=pruned)). In check mode, what would be deleted.
+    - The snapshots deleted by retention, one dict each, in every state that prunes. In
+      check mode, what would be deleted.
   returned: state is present or pruned
   type: list
+  elements: dict
+  contains:
+    file:
+      description: Snapshot file name.
+      type: str
+      sample: worb-2025-12-24T03:00:00.dump.zst
+    time:
+      description: UTC time of the snapshot.
+      type: str
+      sample: "2025-12-24T03:00:00"
+    reason:
+      description: Why retention deleted it.
+      type: str
+      sample: older than 7 days
 kept:
   description: Snapshot files kept by retention.
   returned: state is pruned
@@ -336,41 +313,17 @@ timings:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.codeb.backup.plugins.module_utils import pg_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils import spec
+from ansible_collections.codeb.backup.plugins.module_utils.postgres import options
+from ansible_collections.codeb.backup.plugins.module_utils.postgres.snapshot import run_state
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            state=dict(type='str', default='present', choices=list(core.STATES)),
-            database=dict(type='str', required=True, aliases=['db', 'name']),
-            target_database=dict(type='str'),
-            snapshot=dict(type='str', default='latest'),
-            backup_dir=dict(type='path', default=core.DEFAULT_BACKUP_DIR),
-            format=dict(type='str', default=core.DEFAULT_FORMAT, choices=list(core.FORMATS)),
-            compression=dict(type='str', default=core.DEFAULT_COMPRESSION),
-            jobs=dict(type='int', default=core.DEFAULT_JOBS),
-            purpose=dict(type='str', default=core.DEFAULT_PURPOSE, choices=sorted(core.PURPOSES)),
-            allow_postgres_database=dict(type='bool', default=False),
-            keep_days=dict(type='int', default=core.DEFAULT_KEEP_DAYS),
-            keep_min=dict(type='int', default=core.DEFAULT_KEEP_MIN),
-            lock_timeout=dict(type='float', default=core.DEFAULT_LOCK_TIMEOUT),
-            metrics_dir=dict(type='path', default='/var/lib/prometheus/node-exporter'),
-            login_host=dict(type='str', default='', aliases=['host']),
-            login_port=dict(type='int', default=5432, aliases=['port']),
-            login_user=dict(type='str', default='postgres', aliases=['login']),
-            login_password=dict(type='str', no_log=True, aliases=['password']),
-            login_unix_socket=dict(type='str', default='', aliases=['unix_socket']),
-            maintenance_db=dict(type='str', default='postgres'),
-            os_user=dict(type='str'),
-            pg_bin_dir=dict(type='path', default=core.DEFAULT_PG_BIN_DIR),
-            connect_timeout=dict(type='int', default=10),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=spec.argument_spec(options.MODULE_OPTIONS),
+                           supports_check_mode=True)
     try:
-        result = core.run_state(module.params, check_mode=module.check_mode)
+        result = run_state(module.params, check_mode=module.check_mode)
     except Exception as exc:  # every failure, whatever its type, as a result naming what failed
         module.fail_json(**as_backup_error(exc, 'pg_snapshot').as_result())
     module.exit_json(**result)

@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: pg_snapshot_info
 short_description: List the PostgreSQL snapshots made by codeb.backup.pg_snapshot
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Lists the snapshots recorded in C({backup_dir}/manifest.json), newest first, with time,
     size, sha256 and verification state. Reads only; never connects to PostgreSQL.
@@ -30,7 +30,7 @@ options:
   database:
     description: Only list snapshots of this database. All databases when omitted.
     type: str
-    aliases: [db]
+    aliases: [db, name]
   backup_dir:
     description: Directory holding the snapshots and C(manifest.json).
     type: path
@@ -82,10 +82,11 @@ snapshots:
       description: True unless its last verification failed.
       type: bool
     verified_at:
-      description: UTC time of the last successful or failed verification.
+      description: UTC time the snapshot's status was established (when it was made, or the
+        verification that changed it).
       type: str
     status:
-      description: C(ok) or C(failed_verification).
+      description: V(ok) or V(failed_verification).
       type: str
     exists:
       description: Whether the file is present on disk.
@@ -108,20 +109,17 @@ size_bytes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.codeb.backup.plugins.module_utils import pg_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils import spec
+from ansible_collections.codeb.backup.plugins.module_utils.postgres import options
+from ansible_collections.codeb.backup.plugins.module_utils.postgres.store import list_snapshots
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            database=dict(type='str', aliases=['db']),
-            backup_dir=dict(type='path', default=core.DEFAULT_BACKUP_DIR),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=spec.argument_spec(options.INFO_OPTIONS),
+                           supports_check_mode=True)
     try:
-        snapshots = core.list_snapshots(module.params['backup_dir'], module.params['database'])
+        snapshots = list_snapshots(module.params['backup_dir'], module.params['database'])
     except Exception as exc:  # every failure, whatever its type, as a result naming what failed
         module.fail_json(**as_backup_error(exc, 'pg_snapshot_info').as_result())
     module.exit_json(changed=False, snapshots=snapshots, count=len(snapshots),

@@ -19,9 +19,10 @@ import pytest
 from faults import harness
 from faults.harness import assert_failure_recorded, read_metrics, run_cli, run_failed, run_ok
 
-from ansible_collections.codeb.backup.plugins.module_utils import pg_snapshot as core
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
+from ansible_collections.codeb.backup.plugins.module_utils.postgres import (
+    connection, options, snapshot, store)
 
 DB = 'fault_db'
 ROWS = 3000
@@ -58,7 +59,7 @@ def assert_whole(backup_dir, database=DB):
                                    if e.get('database') == database), (files, sorted(entries))
     for name, entry in entries.items():
         assert entry['status'] == 'ok', entry
-        assert core.artifact_sha256(os.path.join(str(backup_dir), name)) == entry['sha256'], name
+        assert store.artifact_sha256(os.path.join(str(backup_dir), name)) == entry['sha256'], name
     return entries
 
 
@@ -71,7 +72,7 @@ def seed_old(backup_dir, source_name, days):
     with Manifest(str(backup_dir)).update() as entries:
         for age in days:
             stamp = (now - datetime.timedelta(days=age)).strftime('%Y-%m-%dT%H:%M:%S')
-            name = core.snapshot_name(DB, stamp, 'zstd')
+            name = store.snapshot_name(DB, stamp, 'zstd')
             shutil.copyfile(source, os.path.join(str(backup_dir), name))
             entries[name] = dict(entry, file=name, time=stamp)
             made.append(name)
@@ -104,7 +105,7 @@ def test_random_kills_leave_only_whole_listed_snapshots(db, tmp_path):
         listing = run_ok(['pg-snapshot-list', '--database', DB, '--backup-dir', str(backup)])
         assert all(s['status'] == 'ok' and s['exists'] for s in listing.result['snapshots'])
     assert sum(outcomes) >= len(aimed), 'the aimed kill points must all have been reached'
-    values = read_metrics(harness.metrics_file(metrics_dir, core.KIND, DB))
+    values = read_metrics(harness.metrics_file(metrics_dir, options.KIND, DB))
     assert values['codeb_backup_last_status'] == 1
 
 
@@ -159,7 +160,7 @@ def test_prune_killed_after_marking_is_finished_by_the_next_run(db, tmp_path):
                      at='unlink:1')
     assert killed.killed
     entries = Manifest(str(backup)).load()
-    assert all(entries[n]['status'] == core.DELETING for n in old)
+    assert all(entries[n]['status'] == store.DELETING for n in old)
     listing = run_ok(['pg-snapshot-list', '--database', DB, '--backup-dir', str(backup)]).result
     assert [s['file'] for s in listing['snapshots'] if s['verified']] == [first['file']]
     result = run_ok(argv(db, backup, metrics_dir, '--state', 'verified')).result
@@ -176,7 +177,7 @@ def test_full_disk_fails_cleanly_and_records_the_failure(db, tmp_path, leave):
     with harness.small_fs('2m') as fs:
         backup = os.path.join(fs, 'b')
         ok = run_ok(argv(db, backup, metrics_dir)).result
-        success = read_metrics(harness.metrics_file(metrics_dir, core.KIND, DB))[
+        success = read_metrics(harness.metrics_file(metrics_dir, options.KIND, DB))[
             'codeb_backup_last_success_timestamp_seconds']
         at_manifest = leave == 'all-but-manifest'
         pages = -(-ok['size_bytes'] // 4096) * 4096
@@ -186,7 +187,7 @@ def test_full_disk_fails_cleanly_and_records_the_failure(db, tmp_path, leave):
         failed = run_failed(argv(db, backup, metrics_dir))
         if at_manifest:
             assert 'filesystem is full' in failed.result['msg'], failed
-        assert_failure_recorded(metrics_dir, core.KIND, DB, previous_success=success)
+        assert_failure_recorded(metrics_dir, options.KIND, DB, previous_success=success)
         assert 'Traceback' not in failed.err
         entries = Manifest(backup).load()
         assert sorted(entries) == [ok['file']]
@@ -201,13 +202,13 @@ def test_read_only_backup_dir_fails_cleanly(db, tmp_path):
     with harness.small_fs('4m') as fs:
         backup = os.path.join(fs, 'b')
         first = run_ok(argv(db, backup, metrics_dir)).result
-        success = read_metrics(harness.metrics_file(metrics_dir, core.KIND, DB))[
+        success = read_metrics(harness.metrics_file(metrics_dir, options.KIND, DB))[
             'codeb_backup_last_success_timestamp_seconds']
         harness.remount(fs, 'ro')
         try:
             failed = run_failed(argv(db, backup, metrics_dir))
             assert 'read-only' in failed.result['msg'], failed
-            assert_failure_recorded(metrics_dir, core.KIND, DB, previous_success=success)
+            assert_failure_recorded(metrics_dir, options.KIND, DB, previous_success=success)
             verify = run_failed(argv(db, backup, metrics_dir, '--state', 'verified'))
             assert 'read-only' in verify.result['msg']
         finally:
@@ -248,11 +249,11 @@ def test_missing_pg_restore_condemns_nothing(db, tmp_path):
     partial = tmp_path / 'bin'
     partial.mkdir()
     for tool in ('psql', 'pg_dump'):
-        os.symlink(os.path.join(core.DEFAULT_PG_BIN_DIR, tool), partial / tool)
+        os.symlink(os.path.join(connection.DEFAULT_PG_BIN_DIR, tool), partial / tool)
     failed = run_failed(argv(db, backup, metrics_dir, '--state', 'verified', '--snapshot', 'all',
                              '--pg-bin-dir', str(partial)))
     assert failed.result['param'] == 'pg_bin_dir' and 'pg_restore' in failed.result['msg']
-    assert_failure_recorded(metrics_dir, core.KIND_VERIFY, DB)
+    assert_failure_recorded(metrics_dir, options.KIND_VERIFY, DB)
     assert Manifest(str(backup)).load() == before, 'no status may change without evidence'
     pruned = run_ok(argv(db, backup, metrics_dir, '--state', 'pruned')).result
     assert len(pruned['kept']) == 3
@@ -286,7 +287,7 @@ def test_hostile_manifest_is_refused_and_nothing_outside_is_touched(db, tmp_path
     data = json.loads(path.read_text())
     for key, value in hostile.items():
         if isinstance(value, dict):
-            value = dict(value, kind=core.KIND, database=DB, sha256='0' * 64, status='ok')
+            value = dict(value, kind=options.KIND, database=DB, sha256='0' * 64, status='ok')
         data['entries'][key] = value
     path.write_text(json.dumps(data))
     before = sorted(os.listdir(backup))
@@ -359,25 +360,25 @@ def test_failure_after_the_swap_puts_the_original_back(db, tmp_path, monkeypatch
     backup, metrics_dir = tmp_path / 'b', tmp_path / 'm'
     run_ok(argv(db, backup, metrics_dir))
     db.psql('INSERT INTO items VALUES (-1, %s)' % "'live edit'", DB)
-    real = core.Connection.psql
+    real = connection.Connection.psql
 
     def psql(self, sql, database, what='psql'):
         if sql.startswith('DROP DATABASE "_codeb_old_'):
             raise BackupError('injected: dropping the replaced database failed')
         return real(self, sql, database, what)
-    monkeypatch.setattr(core.Connection, 'psql', psql)
+    monkeypatch.setattr(connection.Connection, 'psql', psql)
     params = dict(state='restored', database=DB, backup_dir=str(backup),
                   login_unix_socket=db.socket_dir, login_port=db.port,
                   metrics_dir=str(metrics_dir))
     with pytest.raises(BackupError) as caught:
-        core.run_state(params)
+        snapshot.run_state(params)
     assert 'put back' in caught.value.msg
     assert db.psql("SELECT body FROM items WHERE id = -1", DB) == 'live edit'
     assert db.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % DB) == 't'
-    assert not os.path.exists(core.restore_marker_path(str(backup), DB))
+    assert not os.path.exists(store.restore_marker_path(str(backup), DB))
     # the restored copy was dropped again; nothing is left behind
     assert db.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '_codeb_%'") == '0'
-    assert_failure_recorded(metrics_dir, core.KIND_RESTORE, DB)
+    assert_failure_recorded(metrics_dir, options.KIND_RESTORE, DB)
     monkeypatch.undo()
     run_ok(argv(db, backup, metrics_dir, '--state', 'restored'))
     assert db.psql("SELECT count(*) FROM items WHERE id = -1", DB) == '0'
@@ -390,12 +391,12 @@ def test_restore_killed_while_closed_is_reopened_by_the_next_run(db, tmp_path):
                      at='spawn=ALLOW_CONNECTIONS false+:1')
     assert killed.killed, killed
     assert db.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % DB) == 'f'
-    assert os.path.exists(core.restore_marker_path(str(backup), DB))
+    assert os.path.exists(store.restore_marker_path(str(backup), DB))
     # the nightly snapshot is the next job: it reopens the database, then snapshots it
     again = run_ok(argv(db, backup, metrics_dir)).result
     assert again['reconciled']['reopened'] is True
     assert db.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % DB) == 't'
-    assert not os.path.exists(core.restore_marker_path(str(backup), DB))
+    assert not os.path.exists(store.restore_marker_path(str(backup), DB))
     # and the killed restore's temporary database is gone too, not left for a later restore
     assert again['reconciled']['leftover_databases_dropped']
     assert db.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '_codeb_%'") == '0'
@@ -420,14 +421,14 @@ def test_closed_database_without_marker_names_the_fix(db, tmp_path):
     failed = run_failed(argv(db, backup, metrics_dir))
     assert failed.result['param'] == 'database'
     assert 'ALLOW_CONNECTIONS true' in failed.result['msg']
-    assert_failure_recorded(metrics_dir, core.KIND, DB)
+    assert_failure_recorded(metrics_dir, options.KIND, DB)
 
 
 def test_safety_snapshots_have_their_own_metrics(db, tmp_path):
     backup, metrics_dir = tmp_path / 'b', tmp_path / 'm'
     failed = run_failed(argv(db, backup, metrics_dir, '--login-port', '1'))
     assert failed.result['param'] == 'login_port'
-    scheduled = harness.metrics_file(metrics_dir, core.KIND, DB)
+    scheduled = harness.metrics_file(metrics_dir, options.KIND, DB)
     before = open(scheduled).read()
     made = run_ok(argv(db, backup, metrics_dir, '--purpose', 'safety')).result
     assert made['purpose'] == 'safety'

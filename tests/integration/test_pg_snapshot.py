@@ -19,8 +19,10 @@ import pytest
 
 from helpers.ansible_runner import ROOT, run_module
 
-from ansible_collections.codeb.backup.plugins.module_utils import pg_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
+from ansible_collections.codeb.backup.plugins.module_utils.postgres import (
+    connection, options, restore, snapshot, store)
 
 MODULE = 'codeb.backup.pg_snapshot'
 DB = 'Shop-Data'  # upper case and a dash on purpose
@@ -149,13 +151,13 @@ def test_round_trip_schemas_large_objects_parallel_restore(pg_cluster, tmp_path,
 @pytest.mark.parametrize('fmt,compression', [('custom', 'gzip:1'), ('directory', 'none'),
                                              ('custom', 'none')])
 def test_other_formats_round_trip(pg_cluster, tmp_path, shop, fmt, compression):
-    made = core.snapshot(_args(pg_cluster, tmp_path, format=fmt, compression=compression,
-                               jobs=2))
+    made = snapshot.snapshot(_args(pg_cluster, tmp_path, format=fmt, compression=compression,
+                                   jobs=2))
     assert made['compression'] == compression and made['format'] == fmt
     assert os.path.isdir(made['path']) == (fmt == 'directory')
-    assert core.verify(_args(pg_cluster, tmp_path))['verified'] is True
+    assert snapshot.verify(_args(pg_cluster, tmp_path))['verified'] is True
     pg_cluster.psql('TRUNCATE sales.orders', DB)
-    restored = core.restore(_args(pg_cluster, tmp_path, jobs=2))
+    restored = restore.restore(_args(pg_cluster, tmp_path, jobs=2))
     assert restored['tables']['sales.orders'] == 20000
     assert pg_cluster.psql(CHECKSUM_SQL, DB) == shop
 
@@ -165,17 +167,17 @@ def test_os_user_runs_tools_as_postgres(pg_cluster, tmp_path, shop):
     args = dict(database=DB, backup_dir=str(tmp_path / 'backups'), os_user='postgres',
                 login_unix_socket=pg_cluster.socket_dir, login_port=pg_cluster.port,
                 metrics_dir=str(tmp_path / 'metrics'))
-    made = core.snapshot(args)
+    made = snapshot.snapshot(args)
     assert os.stat(made['path']).st_uid == 0
     pg_cluster.psql('TRUNCATE sales.orders', DB)
-    core.restore(dict(args, jobs=2))
+    restore.restore(dict(args, jobs=2))
     assert pg_cluster.psql(CHECKSUM_SQL, DB) == shop
-    core.restore(dict(args, jobs=1))
+    restore.restore(dict(args, jobs=1))
     assert pg_cluster.psql(CHECKSUM_SQL, DB) == shop
 
 
 def test_flipped_byte_is_reported_and_refused_live_db_untouched(pg_cluster, tmp_path, shop):
-    made = core.snapshot(_args(pg_cluster, tmp_path))
+    made = snapshot.snapshot(_args(pg_cluster, tmp_path))
     pg_cluster.psql("UPDATE sales.orders SET note = 'changed after snapshot' WHERE id = 1", DB)
     live = pg_cluster.psql(CHECKSUM_SQL, DB)
     with open(made['path'], 'r+b') as handle:
@@ -195,7 +197,7 @@ def test_flipped_byte_is_reported_and_refused_live_db_untouched(pg_cluster, tmp_
     assert restored['failed'] is True
     assert 'refusing to restore' in restored['msg'] and 'sha256 mismatch' in restored['msg']
     assert pg_cluster.psql(CHECKSUM_SQL, DB) == live
-    listed = core.list_snapshots(str(tmp_path / 'backups'), DB)
+    listed = store.list_snapshots(str(tmp_path / 'backups'), DB)
     assert listed[0]['verified'] is False and listed[0]['status'] == 'failed_verification'
     # "latest good" now has nothing to offer
     latest = run_module(MODULE, _args(pg_cluster, tmp_path, state='restored'))
@@ -267,8 +269,8 @@ def test_all_older_than_keep_days_keeps_keep_min(pg_cluster, tmp_path, shop):
     made = []
     for days in (30, 20, 15, 12, 10):
         # keep_days=100 while making them: each run prunes relative to its own "now"
-        result = core.snapshot(_args(pg_cluster, tmp_path, keep_days=100),
-                               now=now - datetime.timedelta(days=days))
+        result = snapshot.snapshot(_args(pg_cluster, tmp_path, keep_days=100),
+                                   now=now - datetime.timedelta(days=days))
         made.append(result['file'])
     assert len(_snapshot_files(tmp_path / 'backups')) == 5
 
@@ -296,7 +298,7 @@ def test_check_mode_writes_nothing(pg_cluster, tmp_path, shop):
     assert not (tmp_path / 'backups').exists()
     assert not (tmp_path / 'metrics').exists()
 
-    core.snapshot(_args(pg_cluster, tmp_path))
+    snapshot.snapshot(_args(pg_cluster, tmp_path))
     before = {n: os.path.getmtime(tmp_path / 'backups' / n)
               for n in os.listdir(tmp_path / 'backups')}
     for state in ('present', 'restored', 'verified', 'pruned'):
@@ -317,8 +319,8 @@ def test_bad_database_names_are_refused(pg_cluster, tmp_path, name):
 @pytest.mark.parametrize('state', ['present', 'verified', 'restored', 'pruned'])
 @pytest.mark.parametrize('name', ['a/b', '..', '.hidden', '-rf', 'x' * 64])
 def test_bad_database_names_are_refused_in_every_state(pg_cluster, tmp_path, name, state):
-    with pytest.raises(core.BackupError) as caught:
-        core.run_state(_args(pg_cluster, tmp_path, database=name, state=state))
+    with pytest.raises(BackupError) as caught:
+        snapshot.run_state(_args(pg_cluster, tmp_path, database=name, state=state))
     assert caught.value.param == 'database'
     assert not (tmp_path / 'backups').exists() and not (tmp_path / 'metrics').exists()
 
@@ -347,8 +349,8 @@ def test_bad_connection_clear_error_nothing_written(pg_cluster, tmp_path, shop, 
     (dict(backup_dir='relative/dir'), 'backup_dir', 'absolute'),
 ])
 def test_bad_options_clear_error_nothing_written(pg_cluster, tmp_path, shop, extra, param, text):
-    with pytest.raises(core.BackupError) as caught:
-        core.snapshot(_args(pg_cluster, tmp_path, **extra))
+    with pytest.raises(BackupError) as caught:
+        snapshot.snapshot(_args(pg_cluster, tmp_path, **extra))
     assert caught.value.param == param
     assert text in caught.value.msg
     assert not (tmp_path / 'backups').exists() and not (tmp_path / 'metrics').exists()
@@ -357,10 +359,10 @@ def test_bad_options_clear_error_nothing_written(pg_cluster, tmp_path, shop, ext
 def test_wrong_types_and_unknown_snapshot(pg_cluster, tmp_path, shop):
     typed = run_module(MODULE, _args(pg_cluster, tmp_path, jobs='many'))
     assert typed['failed'] is True and 'jobs' in typed['msg']
-    core.snapshot(_args(pg_cluster, tmp_path))
-    for snapshot in ('2020-01-01T00:00:00', '../manifest.json'):
+    snapshot.snapshot(_args(pg_cluster, tmp_path))
+    for wanted in ('2020-01-01T00:00:00', '../manifest.json'):
         result = run_module(MODULE, _args(pg_cluster, tmp_path, state='restored',
-                                          snapshot=snapshot))
+                                          snapshot=wanted))
         assert result['failed'] is True and result['param'] == 'snapshot', result
     unknown_target = run_module(MODULE, _args(pg_cluster, tmp_path, state='restored',
                                               target_database='x/y'))
@@ -369,9 +371,9 @@ def test_wrong_types_and_unknown_snapshot(pg_cluster, tmp_path, shop):
 
 def test_refused_password_fails_the_dump_not_changed(pg_cluster, tmp_path, shop):
     """Even past the probe, an auth failure of pg_dump itself is a failure, never changed."""
-    args = core.check_options(_args(pg_cluster, tmp_path, login_password='nope'))
-    with pytest.raises(core.BackupError) as caught:
-        core._run_dump(core.Connection(args), args, 'bogus', str(tmp_path / 'out'))
+    args = options.check_options(_args(pg_cluster, tmp_path, login_password='nope'))
+    with pytest.raises(BackupError) as caught:
+        snapshot._run_dump(connection.Connection(args), args, 'bogus', str(tmp_path / 'out'))
     assert caught.value.param == 'login_password'
     failed = run_module(MODULE, _args(pg_cluster, tmp_path, login_password='nope'))
     assert failed['failed'] is True and failed.get('changed') is not True
@@ -438,21 +440,21 @@ def test_restore_failing_midway_leaves_live_db_untouched(pg_cluster, tmp_path, s
     """Damage a snapshot *and* its manifest checksum, so the sha256 check passes and the
     failure comes from decompression / pg_restore half-way: the live database must be
     untouched and no temporary database left behind."""
-    made = core.snapshot(_args(pg_cluster, tmp_path))
+    made = snapshot.snapshot(_args(pg_cluster, tmp_path))
     pg_cluster.psql("INSERT INTO sales.orders VALUES (999999, 'live', 1, now(), 'after')", DB)
     live = pg_cluster.psql(CHECKSUM_SQL, DB)
     with open(made['path'], 'r+b') as handle:
         handle.seek(made['size_bytes'] * 3 // 4)
         handle.write(b'\0' * 64)
     with Manifest(str(tmp_path / 'backups')).update() as entries:
-        entries[made['file']]['sha256'] = core.artifact_sha256(made['path'])
+        entries[made['file']]['sha256'] = store.artifact_sha256(made['path'])
     session = subprocess.Popen(  # an app session on the live database
         [os.path.join(pg_cluster.bin, 'psql'), '-X', '-q', '-d', DB],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         env=dict(os.environ, **pg_cluster.env))
     try:
-        with pytest.raises(core.BackupError):
-            core.restore(_args(pg_cluster, tmp_path, jobs=jobs))
+        with pytest.raises(BackupError):
+            restore.restore(_args(pg_cluster, tmp_path, jobs=jobs))
     finally:
         session.stdin.close()
         session.wait()
