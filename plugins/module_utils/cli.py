@@ -20,7 +20,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import as_back
 # module_utils modules that contribute sub-commands, in help order.
 SUBSYSTEMS = (
     'pg_snapshot',
-    'pgbackrest',
+    'postgres.pgbackrest',
     'env_store',
     'redis_snapshot',
     'slot_state',
@@ -38,7 +38,7 @@ def build_parser():
     subparsers.required = True
     for name in SUBSYSTEMS:
         module = importlib.import_module(
-            'ansible_collections.codeb.backup.plugins.module_utils.%s' % name)
+            'ansible_collections.codeb.backup.plugins.module_utils.' + name)
         module.register_cli(subparsers)
     return parser
 
