@@ -162,7 +162,8 @@ def seed_backup(stanza_info, timeline, history=''):
 
 
 def describe(stanza_info, timeline=None, history=''):
-    """What ``state=info`` returns for one stanza: its backups, the window, the seed."""
+    """What ``state=info`` returns for one stanza: its backups, the window, the
+    standby's seed backup."""
     backups = [dict(label=b.get('label'), type=b.get('type'), error=bool(b.get('error')),
                     timeline=int(b['archive']['start'][:8], 16) if b.get('archive') else None,
                     stop=format_time(_stop_time(b)),
