@@ -38,10 +38,8 @@ description:
     with every other backup of the stanza by a lock, and writes its metrics (kind
     C(pgbackrest_full), C(pgbackrest_diff) or C(pgbackrest_incr)). With O(if_none=true) it
     backs up only when the stanza has no backup yet.
-  - O(state=info) reads C(pgbackrest info) and returns the backups and the recovery window;
-    with O(timeline) (and O(timeline_history)) of a primary it also returns RV(seed_backup),
-    the newest backup a streaming standby of that primary can be seeded from. It never changes
-    anything and runs in check mode too.
+  - M(codeb.backup.pg_pitr_info) reads the backups, the recovery window and the backup a
+    streaming standby is seeded from.
   - Check mode validates and reports the plan; it stops nothing, restores nothing, creates no
     stanza, takes no backup and writes no WAL (C(pgbackrest check) writes WAL, so check mode
     skips it and says it would run it).
@@ -61,10 +59,9 @@ options:
   state:
     description:
       - V(restored) performs the recovery; V(archived) only flushes the WAL to the archive.
-      - V(stanza) creates the stanza if it is missing and checks it; V(backup) takes a backup;
-        V(info) reports the backups, the recovery window and the standby's seed backup.
+      - V(stanza) creates the stanza if it is missing and checks it; V(backup) takes a backup.
     type: str
-    choices: [restored, archived, stanza, backup, info]
+    choices: [restored, archived, stanza, backup]
     default: restored
   stanza:
     description: pgBackRest stanza (one per PostgreSQL cluster).
@@ -101,17 +98,6 @@ options:
     description: With O(state=backup), back up only when the stanza has no backup yet.
     type: bool
     default: false
-  timeline:
-    description:
-      - With O(state=info), the primary's current timeline; RV(seed_backup) is then chosen for
-        a standby of that primary.
-    type: int
-  timeline_history:
-    description:
-      - With O(state=info) and O(timeline), the text of the primary's timeline history file
-        (C(pg_wal/<timeline>.history)); empty on timeline 1.
-    type: str
-    default: ""
   pg_data:
     description: Data directory of the cluster restored in place.
     type: path
@@ -157,9 +143,9 @@ options:
     default: 5499
   repo_user:
     description:
-      - OS user that owns the pgBackRest repository. O(state=stanza), O(state=backup) and
-        O(state=info) run pgBackRest as this user, and a scratch restore runs its cluster as
-        this user (it reads the repository).
+      - OS user that owns the pgBackRest repository. O(state=stanza) and O(state=backup) run
+        pgBackRest as this user, and a scratch restore runs its cluster as this user (it
+        reads the repository).
     type: str
     default: pgbackrest
     aliases: [scratch_user]
@@ -197,6 +183,7 @@ notes:
   - An in-place recovery discards every transaction after O(target_time) from the live
     cluster. Try the target with O(restore_to=scratch) first.
 seealso:
+  - module: codeb.backup.pg_pitr_info
   - name: pgBackRest user guide, point-in-time recovery
     description: How pgBackRest restores to a time target.
     link: https://pgbackrest.org/user-guide.html#pitr
@@ -239,13 +226,6 @@ EXAMPLES = r'''
     state: backup
     backup_type: full
     if_none: true
-
-- name: Choose the backup a standby of a primary on timeline 3 is seeded from
-  codeb.backup.pg_pitr:
-    state: info
-    timeline: 3
-    timeline_history: "{{ primary_history }}"
-  register: repository
 '''
 
 RETURN = r'''
@@ -334,59 +314,6 @@ database_size_bytes:
   returned: state=backup when a backup was taken
   type: int
   sample: 123927995
-backups:
-  description: The stanza's backups, oldest first.
-  returned: state=info
-  type: list
-  elements: dict
-  contains:
-    label:
-      description: pgBackRest label.
-      type: str
-    type:
-      description: V(full), V(diff) or V(incr).
-      type: str
-    error:
-      description: Whether pgBackRest flagged the backup with an error (it is never used).
-      type: bool
-    timeline:
-      description: Timeline the backup was taken on.
-      type: int
-    stop:
-      description: When the backup ended (UTC).
-      type: str
-    size_bytes:
-      description: Size of the cluster the backup copied.
-      type: int
-    repository_size_bytes:
-      description: What the backup added to the repository.
-      type: int
-  sample: [{"label": "20260107-010002F", "type": "full", "error": false, "timeline": 1,
-            "stop": "2026-01-07 01:00:07+00", "size_bytes": 123927995,
-            "repository_size_bytes": 10213345}]
-status:
-  description: pgBackRest's status message of the stanza.
-  returned: state=info
-  type: str
-  sample: ok
-earliest:
-  description: The earliest point a recovery can reach (end of the oldest valid backup); null without one.
-  returned: state=info
-  type: str
-  sample: "2026-01-01 01:00:07+00"
-newest_backup_stop:
-  description: End of the newest valid backup; null without one.
-  returned: state=info
-  type: str
-  sample: "2026-01-07 01:00:07+00"
-seed_backup:
-  description:
-    - Label of the newest backup a standby of a primary on O(timeline) can start from (on that
-      timeline, or on an ancestor and ended before the primary's history left it); null when
-      none can.
-  returned: state=info with O(timeline)
-  type: str
-  sample: 20260107-010002F
 size_bytes:
   description: Size of the restored data directory, or what a backup added to the repository.
   returned: state=restored, state=archived, state=backup
@@ -440,9 +367,6 @@ def _run(p, check_mode):
             if_none=p['if_none'], metrics_dir=metrics_dir, check_mode=check_mode,
             lock_timeout=pgbackrest.BACKUP_LOCK_TIMEOUT if p['lock_timeout'] is None
             else p['lock_timeout'])
-    if state == 'info':
-        return pgbackrest.info(p['stanza'], p['repo_user'], p['config'], p['timeline'],
-                               p['timeline_history'])
     return pitr.restore(
         p['stanza'], check_mode=check_mode, metrics_dir=metrics_dir,
         lock_timeout=pgbackrest.RESTORE_LOCK_TIMEOUT if p['lock_timeout'] is None
@@ -451,7 +375,7 @@ def _run(p, check_mode):
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(pgbackrest.OPTIONS),
+    module = AnsibleModule(argument_spec=argument_spec(pgbackrest.options(pgbackrest.PITR_OPTIONS)),
                            supports_check_mode=True)
     try:
         naming.validate_name('stanza', module.params['stanza'])

@@ -100,16 +100,16 @@ def test_full_backup_writes_metrics_and_if_none_is_idempotent(archiving_cluster)
     assert again['changed'] is False and again['label'] == result['label']
 
 
-def test_info_state_lists_backups_and_chooses_the_seed(archiving_cluster):
-    args = dict(state='info', stanza=STANZA, scratch_user='postgres',  # the documented alias
+def test_info_module_lists_backups_and_chooses_the_seed(archiving_cluster):
+    args = dict(stanza=STANZA, scratch_user='postgres',  # the documented alias
                 config=archiving_cluster.config, timeline=1)
-    result = run_module('codeb.backup.pg_pitr', args, check=True)
+    result = run_module('codeb.backup.pg_pitr_info', args, check=True)
     assert not result.get('failed') and result['changed'] is False, result
     labels = [b['label'] for b in result['backups']]
     assert labels and result['seed_backup'] == labels[-1]
     assert result['earliest'].endswith('+00') and result['newest_backup_stop'].endswith('+00')
     # a primary on timeline 2 whose history never left timeline 1: no backup can seed it
-    other = run_module('codeb.backup.pg_pitr', dict(args, timeline=2))
+    other = run_module('codeb.backup.pg_pitr_info', dict(args, timeline=2))
     assert other['seed_backup'] is None and other['changed'] is False, other
 
 
@@ -245,12 +245,12 @@ def test_never_set_up_host_is_told_to_run_setup_backup_first(archiving_cluster):
     never_made = os.path.join(tempfile.gettempdir(), 'codeb-never-made')
     with pytest.raises(BackupError) as exc:
         pitr.restore(STANZA, target='latest', restore_to='scratch', check_mode=True,
-                   repo_user=missing, scratch_path=never_made, config=archiving_cluster.config)
+                     repo_user=missing, scratch_path=never_made, config=archiving_cluster.config)
     assert exc.value.param == 'repo_user', exc.value.as_result()
     assert 'setup-backup.yml' in exc.value.msg and missing in exc.value.msg
     with pytest.raises(BackupError) as exc:
         pitr.restore(STANZA, target='latest', restore_to='in_place', check_mode=True,
-                   os_user=missing, config=archiving_cluster.config)
+                     os_user=missing, config=archiving_cluster.config)
     assert exc.value.param == 'os_user' and 'setup-backup.yml' in exc.value.msg
     rc, out, _err = _host_command(['pgbackrest-window', '--stanza', STANZA, '--run-as', missing])
     result = json.loads(out)

@@ -9,8 +9,8 @@ end to end, one lock per stanza so cron runs never overlap, metrics for every ba
 recovery window from ``pgbackrest info``, and the choice of the backup a streaming standby
 is seeded from. Point-in-time recovery itself is in ``pitr``.
 
-The options of the ``pg_pitr`` module and of the ``pgbackrest-*`` host commands are
-defined once, in :data:`OPTIONS`.
+The options of the ``pg_pitr`` and ``pg_pitr_info`` modules and of the ``pgbackrest-*``
+host commands are defined once, in :data:`OPTIONS`; each picks its subset by name.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.process import run
 from ansible_collections.codeb.backup.plugins.module_utils.spec import (
     Option, add_arguments, params_from_args)
 
-STATES = ('restored', 'archived', 'stanza', 'backup', 'info')
+STATES = ('restored', 'archived', 'stanza', 'backup')
 BACKUP_TYPES = ('full', 'diff', 'incr')
 TARGETS = ('time', 'latest', 'immediate')
 RESTORE_TO = ('in_place', 'scratch')
@@ -84,9 +84,19 @@ OPTIONS = (
 )
 
 
+# What ``pg_pitr_info`` reads with; ``pg_pitr`` takes every other option but these two.
+INFO_OPTIONS = ('stanza', 'repo_user', 'config', 'timeline', 'timeline_history')
+PITR_OPTIONS = tuple(opt.name for opt in OPTIONS if opt.name not in ('timeline', 'timeline_history'))
+
+
 def option(name):
     """The one :class:`Option` called ``name``."""
     return next(opt for opt in OPTIONS if opt.name == name)
+
+
+def options(names):
+    """The :class:`Option` objects called ``names``, in that order."""
+    return tuple(option(name) for name in names)
 
 
 # ---------------------------------------------------------------- times and the window
@@ -162,7 +172,7 @@ def seed_backup(stanza_info, timeline, history=''):
 
 
 def describe(stanza_info, timeline=None, history=''):
-    """What ``state=info`` returns for one stanza: its backups, the window, the
+    """What ``pg_pitr_info`` returns for one stanza: its backups, the window, the
     standby's seed backup."""
     backups = [dict(label=b.get('label'), type=b.get('type'), error=bool(b.get('error')),
                     timeline=int(b['archive']['start'][:8], 16) if b.get('archive') else None,
@@ -360,7 +370,7 @@ def backup(stanza, backup_type='incr', repo_user=DEFAULT_REPO_USER, config=None,
 
 
 def info(stanza, repo_user=DEFAULT_REPO_USER, config=None, timeline=None, timeline_history=''):
-    """``state=info`` and ``codeb-backup pgbackrest-window``: read-only, never changed."""
+    """``pg_pitr_info`` and ``codeb-backup pgbackrest-window``: read-only, never changed."""
     check_setup(repo_user, 'repo_user', config)
     entry = stanza_info(stanza, run_as=repo_user, config=config)
     return dict(describe(dict(entry, name=stanza), timeline, timeline_history), changed=False)

@@ -115,8 +115,8 @@ def check_in_window(target_time, earliest, latest, param='target_time'):
 def psql(sql, port=5432, socket=DEFAULT_SOCKET, run_as=DEFAULT_OS_USER,
          pg_bin=DEFAULT_PG_BIN_DIR, database='postgres', timeout=60, login_user='postgres'):
     argv = as_user(run_as, [os.path.join(pg_bin, 'psql'), '-X', '-At', '-v', 'ON_ERROR_STOP=1',
-                             '-h', socket, '-p', str(port), '-U', login_user, '-d', database,
-                             '-c', sql], 'os_user')
+                            '-h', socket, '-p', str(port), '-U', login_user, '-d', database,
+                            '-c', sql], 'os_user')
     return run(argv, what='psql', timeout=timeout).stdout.strip()
 
 
@@ -334,7 +334,7 @@ def _restore_scratch(stanza, plan, path, port, user, pg_bin, config, timeout, lo
     entry = pwd.getpwnam(user)
     if os.path.exists(os.path.join(path, 'postmaster.pid')):
         run(as_user(user, [os.path.join(pg_bin, 'pg_ctl'), '-D', path, '-m', 'fast', '-w',
-                            'stop']), what='pg_ctl stop (old scratch cluster)', check=False)
+                           'stop']), what='pg_ctl stop (old scratch cluster)', check=False)
     if os.path.exists(path):
         shutil.rmtree(path)
     durable.ensure_dir(path, mode=0o700)
@@ -365,7 +365,7 @@ def _restore_scratch(stanza, plan, path, port, user, pg_bin, config, timeout, lo
     # cluster had set with ALTER SYSTEM (postgresql.auto.conf is restored with the data).
     options = "-h '' -p %d -k %s -c archive_mode=off -c hot_standby=off" % (int(port), shlex.quote(path))
     proc = run(as_user(user, [os.path.join(pg_bin, 'pg_ctl'), '-D', path, '-l', log_path, '-w',
-                               '-t', str(int(timeout)), '-o', options, 'start']),
+                              '-t', str(int(timeout)), '-o', options, 'start']),
                check=False, timeout=timeout + 30)
     if proc.returncode != 0:
         raise BackupError('the scratch cluster did not start; the end of its log %s:\n%s'

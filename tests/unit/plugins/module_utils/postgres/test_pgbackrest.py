@@ -161,7 +161,7 @@ def test_a_host_never_set_up_is_told_to_run_setup_backup_first():
     for restore_to, param in (('scratch', 'repo_user'), ('in_place', 'os_user')):
         with pytest.raises(BackupError) as exc:
             pitr.restore('codeb', target='latest', restore_to=restore_to, check_mode=True,
-                       **{param: 'codeb-never-set-up'})
+                         **{param: 'codeb-never-set-up'})
         assert exc.value.param == param
         assert 'setup-backup.yml' in exc.value.msg and 'codeb-never-set-up' in exc.value.msg
     with pytest.raises(BackupError) as exc:
