@@ -53,7 +53,6 @@ description:
 author:
   - codeb.backup maintainers (@codeb)
 requirements:
-  - pgBackRest configured for O(stanza) (role C(codeb.backup.postgresql_backup))
   - PostgreSQL 15 server binaries
 options:
   state:
@@ -63,10 +62,6 @@ options:
     type: str
     choices: [restored, archived, stanza, backup]
     default: restored
-  stanza:
-    description: pgBackRest stanza (one per PostgreSQL cluster).
-    type: str
-    default: codeb
   target:
     description:
       - V(time) recovers to O(target_time) (the default when O(target_time) is set).
@@ -141,17 +136,6 @@ options:
     description: Port of the scratch cluster (it listens on its unix socket in O(scratch_path) only).
     type: int
     default: 5499
-  repo_user:
-    description:
-      - OS user that owns the pgBackRest repository. O(state=stanza) and O(state=backup) run
-        pgBackRest as this user, and a scratch restore runs its cluster as this user (it
-        reads the repository).
-    type: str
-    default: pgbackrest
-    aliases: [scratch_user]
-  config:
-    description: pgBackRest configuration file (default pgBackRest's own).
-    type: path
   timeout:
     description: Seconds to wait for the restore, the archiver and the end of recovery.
     type: int
@@ -168,6 +152,7 @@ options:
     type: path
     default: /var/lib/prometheus/node-exporter
 extends_documentation_fragment:
+  - codeb.backup.pgbackrest
   - ansible.builtin.action_common_attributes
 attributes:
   platform:

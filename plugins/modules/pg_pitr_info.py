@@ -22,9 +22,8 @@ description:
   - The host command C(codeb-backup pgbackrest-window) prints the same from cron or a shell.
 author:
   - codeb.backup maintainers (@codeb)
-requirements:
-  - pgBackRest configured for O(stanza) (role C(codeb.backup.postgresql_backup))
 extends_documentation_fragment:
+  - codeb.backup.pgbackrest
   - ansible.builtin.action_common_attributes
 attributes:
   platform:
@@ -35,18 +34,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  stanza:
-    description: pgBackRest stanza (one per PostgreSQL cluster).
-    type: str
-    default: codeb
-  repo_user:
-    description: OS user that owns the pgBackRest repository; pgBackRest runs as this user.
-    type: str
-    default: pgbackrest
-    aliases: [scratch_user]
-  config:
-    description: pgBackRest configuration file (default pgBackRest's own).
-    type: path
   timeline:
     description:
       - The primary's current timeline; RV(seed_backup) is then chosen for a standby of
