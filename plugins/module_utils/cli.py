@@ -21,7 +21,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import as_back
 # help order.
 SUBSYSTEMS = (
     'postgres.cli',
-    'pgbackrest',
+    'postgres.pgbackrest',
     'env_store',
     'redis_snapshot',
     'slot_state',

@@ -20,6 +20,11 @@ _NAME_RE = re.compile(r'\A' + NAME_PATTERN + r'\Z')
 TIMESTAMP_FORMAT = '%Y-%m-%dT%H:%M:%S'
 TIMESTAMP_PATTERN = r'\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}'
 _TIMESTAMP_RE = re.compile(r'\A' + TIMESTAMP_PATTERN + r'\Z')
+# A point-in-time recovery target: ``YYYY-MM-DD HH:MM:SS[.ffffff]`` with an optional zone
+# (``Z``, ``UTC``, ``+HH``, ``+HH:MM``); groups: day, clock, fraction, zone.
+TARGET_TIME_RE = re.compile(
+    r'\A(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(\.\d{1,6})?'
+    r'\s*(Z|UTC|[+-]\d{2}(?::?\d{2})?)?\Z')
 # An artifact's file name as recorded in a manifest: one plain component of its directory.
 _FILE_NAME_RE = re.compile(r'\A[A-Za-z0-9_][A-Za-z0-9_.:+-]*\Z')
 FILE_NAME_MAX = 255

@@ -16,9 +16,10 @@ import time
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import pgbackrest as pb
+from ansible_collections.codeb.backup.plugins.module_utils.postgres import pgbackrest as pb
+from ansible_collections.codeb.backup.plugins.module_utils.postgres import pitr
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
-from helpers.ansible_runner import ROOT
+from helpers.ansible_runner import ROOT, run_module
 from helpers.servers import PostgresCluster, free_port
 
 STANZA = 'itest'
@@ -45,8 +46,12 @@ def archiving_cluster():
                      % (STANZA, cluster.data, cluster.port, cluster.socket_dir))
     os.chown(config, pw.pw_uid, pw.pw_gid)
     cluster.start()
-    subprocess.run(['runuser', '-u', 'postgres', '--', 'pgbackrest', '--config=%s' % config,
-                    '--stanza=%s' % STANZA, 'stanza-create'], check=True, capture_output=True)
+    # the stanza is made the way the role makes it: pg_pitr state=stanza
+    stanza_args = dict(state='stanza', stanza=STANZA, repo_user='postgres', config=config)
+    cluster.stanza_runs = [run_module('codeb.backup.pg_pitr', stanza_args, check=True),
+                           run_module('codeb.backup.pg_pitr', stanza_args),
+                           run_module('codeb.backup.pg_pitr', stanza_args),
+                           run_module('codeb.backup.pg_pitr', stanza_args, check=True)]
     cluster.config = config
     cluster.metrics_dir = os.path.join(base, 'metrics')
     cluster.lock_dir = dirs['lock']
@@ -54,14 +59,27 @@ def archiving_cluster():
     cluster.stop()
     scratch = os.path.join(base, 'scratch')
     if os.path.exists(os.path.join(scratch, 'postmaster.pid')):
-        subprocess.run(['runuser', '-u', 'postgres', '--', os.path.join(pb.DEFAULT_PG_BIN, 'pg_ctl'),
+        subprocess.run(['runuser', '-u', 'postgres', '--', os.path.join(pb.DEFAULT_PG_BIN_DIR, 'pg_ctl'),
                         '-D', scratch, '-m', 'immediate', '-w', 'stop'], check=False, capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
 
 
 def _kw(cluster):
-    return dict(run_as='postgres', config=cluster.config, metrics_dir=cluster.metrics_dir,
+    return dict(repo_user='postgres', config=cluster.config, metrics_dir=cluster.metrics_dir,
                 lock_dir=cluster.lock_dir)
+
+
+def test_stanza_is_created_only_when_missing_and_checked(archiving_cluster):
+    predicted, created, again, predicted_again = archiving_cluster.stanza_runs
+    for result in archiving_cluster.stanza_runs:
+        assert not result.get('failed'), result
+    assert predicted['changed'] and predicted['created'] and not predicted['checked']
+    assert predicted['msg'] == 'would create stanza %s and check it' % STANZA
+    assert created['changed'] and created['created'] and created['checked'], created
+    assert not again['changed'] and not again['created'] and again['checked'], again
+    assert not predicted_again['changed'] and not predicted_again['checked']
+    assert predicted_again['msg'] == 'stanza %s exists; would check it' % STANZA
+    assert pb.stanza_info(STANZA, run_as='postgres', config=archiving_cluster.config)
 
 
 def test_window_needs_a_backup_first(archiving_cluster):
@@ -80,6 +98,29 @@ def test_full_backup_writes_metrics_and_if_none_is_idempotent(archiving_cluster)
     assert 'codeb_backup_last_status{kind="pgbackrest_full",target="%s"} 1' % STANZA in prom
     again = pb.backup(STANZA, 'full', if_none=True, **_kw(archiving_cluster))
     assert again['changed'] is False and again['label'] == result['label']
+
+
+def test_info_module_lists_backups_and_chooses_the_seed(archiving_cluster):
+    args = dict(stanza=STANZA, scratch_user='postgres',  # the documented alias
+                config=archiving_cluster.config, timeline=1)
+    result = run_module('codeb.backup.pg_pitr_info', args, check=True)
+    assert not result.get('failed') and result['changed'] is False, result
+    labels = [b['label'] for b in result['backups']]
+    assert labels and result['seed_backup'] == labels[-1]
+    assert result['earliest'].endswith('+00') and result['newest_backup_stop'].endswith('+00')
+    # a primary on timeline 2 whose history never left timeline 1: no backup can seed it
+    other = run_module('codeb.backup.pg_pitr_info', dict(args, timeline=2))
+    assert other['seed_backup'] is None and other['changed'] is False, other
+
+
+def test_backup_state_with_if_none_is_unchanged_when_a_backup_exists(archiving_cluster):
+    args = dict(state='backup', stanza=STANZA, repo_user='postgres', backup_type='full',
+                if_none=True, config=archiving_cluster.config,
+                metrics_dir=archiving_cluster.metrics_dir)
+    for check in (True, False):
+        result = run_module('codeb.backup.pg_pitr', args, check=check)
+        assert not result.get('failed') and result['changed'] is False, result
+        assert result['msg'] == 'stanza already has a backup' and result['label'], result
 
 
 def test_failed_backup_records_failure_but_keeps_last_success(archiving_cluster):
@@ -103,7 +144,7 @@ def test_failed_backup_records_failure_but_keeps_last_success(archiving_cluster)
 
 def test_concurrent_backup_waits_then_fails_clearly(archiving_cluster):
     from ansible_collections.codeb.backup.plugins.module_utils import locking
-    lock = pb._lock_path(archiving_cluster.lock_dir, STANZA)
+    lock = pb.lock_path(archiving_cluster.lock_dir, STANZA)
     held = threading.Event()
     release = threading.Event()
 
@@ -140,33 +181,33 @@ def test_exact_scratch_pitr_and_refusals(archiving_cluster):
     time.sleep(0.05)
     for i in range(6, 11):
         cluster.psql('INSERT INTO pitr(i) VALUES (%d)' % i)
-    flushed, _segment = pb.flush_archive(port=cluster.port, socket=cluster.socket_dir, timeout=120)
+    flushed, _segment = pitr.flush_archive(port=cluster.port, socket=cluster.socket_dir, timeout=120)
     scratch = os.path.join(cluster.base, 'scratch')
     common = dict(restore_to='scratch', scratch_path=scratch, scratch_port=free_port(),
-                  scratch_user='postgres', config=cluster.config, archived_until=flushed,
+                  repo_user='postgres', config=cluster.config, archived_until=flushed,
                   metrics_dir=cluster.metrics_dir, lock_dir=cluster.lock_dir, timeout=120)
     # refusals change nothing: no scratch directory appears
     for bad, param in (({'target_time': '2026-02-30 10:00:00'}, 'target_time'),
                        ({'target_time': '2001-01-01 00:00:00'}, 'target_time'),
                        ({'target': 'sometime'}, 'target')):
         with pytest.raises(BackupError) as exc:
-            pb.restore(STANZA, **dict(common, **bad))
+            pitr.restore(STANZA, **dict(common, **bad))
         assert exc.value.param == param
         assert not os.path.exists(scratch)
     later = (flushed + datetime.timedelta(minutes=5)).strftime('%Y-%m-%d %H:%M:%S')
     with pytest.raises(BackupError) as exc:
-        pb.restore(STANZA, target_time=later, **common)
+        pitr.restore(STANZA, target_time=later, **common)
     assert 'outside the recovery window' in exc.value.msg and exc.value.details['window']
     # check mode predicts and touches nothing
-    plan = pb.restore(STANZA, target_time=target, check_mode=True, **common)
+    plan = pitr.restore(STANZA, target_time=target, check_mode=True, **common)
     assert plan['changed'] and plan['target'] == 'time' and not os.path.exists(scratch)
-    result = pb.restore(STANZA, target_time=target, **common)
+    result = pitr.restore(STANZA, target_time=target, **common)
     assert result['timeline'] == 2 and result['recovery_stopped_at']
-    rows = pb.psql('SELECT i FROM pitr ORDER BY i', port=result['port'], socket=scratch)
+    rows = pitr.psql('SELECT i FROM pitr ORDER BY i', port=result['port'], socket=scratch)
     assert rows.split() == ['1', '2', '3', '4', '5']
     # production was not touched
     assert cluster.psql('SELECT count(*) FROM pitr') == '10'
-    assert os.path.exists(os.path.join(scratch, pb.SCRATCH_MARKER))
+    assert os.path.exists(os.path.join(scratch, pitr.SCRATCH_MARKER))
 
 
 def _host_command(argv):
@@ -180,8 +221,8 @@ def _host_command(argv):
 
 
 def test_window_command_prints_one_json_result(archiving_cluster):
-    """Issue 9 #15: ``codeb-backup pgbackrest-window`` printed a JSON result and an error
-    line. One JSON document on stdout; a failure only as the failed JSON and exit 1."""
+    """``codeb-backup pgbackrest-window`` prints one JSON document on stdout; a failure
+    only as the failed JSON and exit 1 (no stray error line)."""
     args = ['--run-as', 'postgres', '--config', archiving_cluster.config]
     pb.backup(STANZA, 'full', if_none=True, **_kw(archiving_cluster))
     rc, out, err = _host_command(['pgbackrest-window', '--stanza', STANZA] + args)
@@ -198,19 +239,19 @@ def test_window_command_prints_one_json_result(archiving_cluster):
 
 
 def test_never_set_up_host_is_told_to_run_setup_backup_first(archiving_cluster):
-    """Issue 9 #15: restore.yml on a host never set up said "OS user 'pgbackrest' does not
-    exist". It must say to run setup-backup.yml first, naming the parameter."""
+    """restore.yml on a host never set up must say to run setup-backup.yml first, naming
+    the parameter (not just "OS user 'pgbackrest' does not exist")."""
     missing = 'codeb-nosuch-user'
     never_made = os.path.join(tempfile.gettempdir(), 'codeb-never-made')
     with pytest.raises(BackupError) as exc:
-        pb.restore(STANZA, target='latest', restore_to='scratch', check_mode=True,
-                   scratch_user=missing, scratch_path=never_made, config=archiving_cluster.config)
-    assert exc.value.param == 'scratch_user', exc.value.as_result()
+        pitr.restore(STANZA, target='latest', restore_to='scratch', check_mode=True,
+                     repo_user=missing, scratch_path=never_made, config=archiving_cluster.config)
+    assert exc.value.param == 'repo_user', exc.value.as_result()
     assert 'setup-backup.yml' in exc.value.msg and missing in exc.value.msg
     with pytest.raises(BackupError) as exc:
-        pb.restore(STANZA, target='latest', restore_to='in_place', check_mode=True,
-                   pg_user=missing, config=archiving_cluster.config)
-    assert exc.value.param == 'pg_user' and 'setup-backup.yml' in exc.value.msg
+        pitr.restore(STANZA, target='latest', restore_to='in_place', check_mode=True,
+                     os_user=missing, config=archiving_cluster.config)
+    assert exc.value.param == 'os_user' and 'setup-backup.yml' in exc.value.msg
     rc, out, _err = _host_command(['pgbackrest-window', '--stanza', STANZA, '--run-as', missing])
     result = json.loads(out)
-    assert rc == 1 and result['param'] == 'run_as' and 'setup-backup.yml' in result['msg'], result
+    assert rc == 1 and result['param'] == 'repo_user' and 'setup-backup.yml' in result['msg'], result

@@ -8,7 +8,7 @@ import time
 from conftest import cluster_port, sql
 
 FLUSH = ('python3 -c "import sys; sys.path.insert(0, \'/usr/local/lib/codeb-backup\'); '
-         'from ansible_collections.codeb.backup.plugins.module_utils import pgbackrest as p; '
+         'from ansible_collections.codeb.backup.plugins.module_utils.postgres import pitr as p; '
          'print(p.flush_archive(port=%d, timeout=%d)[1])"')
 
 

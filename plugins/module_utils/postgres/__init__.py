@@ -3,4 +3,5 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The PostgreSQL subsystem: one connection layer (``connection``) that every PostgreSQL
 job uses, and the per-database snapshots built on it (``options``, ``store``,
-``snapshot``, ``restore``, ``cli``)."""
+``snapshot``, ``restore``, ``cli``), and pgBackRest backups and point-in-time recovery
+(``pgbackrest``, ``pitr``)."""
