@@ -24,6 +24,7 @@ import shutil
 from ansible_collections.codeb.backup.plugins.module_utils import locking, metrics, naming
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
+from ansible_collections.codeb.backup.plugins.module_utils.postgres.connection import as_os_user
 from ansible_collections.codeb.backup.plugins.module_utils.process import run
 from ansible_collections.codeb.backup.plugins.module_utils.spec import (
     Option, add_arguments, params_from_args)
@@ -221,38 +222,27 @@ def check_setup(user, param, config=None):
         raise problem
 
 
-def as_user(user, argv, param='repo_user'):
-    """Run ``argv`` as ``user`` (the value of option ``param``): directly if we are that
-    user, through runuser if root."""
-    if user is None:
-        return argv
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise BackupError('%s: OS user %r does not exist on this host' % (param, user),
-                          param=param)
-    if os.geteuid() == entry.pw_uid:
-        return argv
-    if os.geteuid() != 0:
-        raise BackupError('must run as root or as %r (%s) to act as that user' % (user, param),
-                          param=param)
-    return ['runuser', '-u', user, '--'] + argv
+def run_as(user, argv, param='repo_user', **run_kwargs):
+    """``process.run(argv)`` as OS user ``user`` (the value of option ``param``), switched
+    the one way every PostgreSQL tool of the collection is (``connection.as_os_user``)."""
+    popen_kwargs, env = as_os_user(user, param)
+    return run(argv, env=env, **dict(run_kwargs, **popen_kwargs))
 
 
-def pgbackrest_argv(command, stanza=None, run_as=None, config=None, options=(),
-                    param='repo_user'):
+def pgbackrest(command, stanza=None, user=None, config=None, options=(), param='repo_user',
+               **run_kwargs):
+    """Run ``pgbackrest [--config] [--stanza] options command`` as ``user``."""
     argv = ['pgbackrest']
     if config:
         argv.append('--config=%s' % config)
     if stanza:
         argv.append('--stanza=%s' % stanza)
-    argv += list(options) + [command]
-    return as_user(run_as, argv, param)
+    run_kwargs.setdefault('what', 'pgbackrest %s' % command)
+    return run_as(user, argv + list(options) + [command], param, **run_kwargs)
 
 
 def all_info(run_as=None, config=None):
-    proc = run(pgbackrest_argv('info', run_as=run_as, config=config, options=['--output=json']),
-               what='pgbackrest info')
+    proc = pgbackrest('info', user=run_as, config=config, options=['--output=json'])
     try:
         return json.loads(proc.stdout or '[]')
     except ValueError:
@@ -311,9 +301,8 @@ def ensure_stanza(stanza, repo_user=DEFAULT_REPO_USER, config=None, check_mode=F
                     msg=('would create stanza %s and check it' if absent else
                          'stanza %s exists; would check it') % stanza)
     if absent:
-        run(pgbackrest_argv('stanza-create', stanza, repo_user, config),
-            what='pgbackrest stanza-create')
-    run(pgbackrest_argv('check', stanza, repo_user, config), what='pgbackrest check')
+        pgbackrest('stanza-create', stanza, repo_user, config)
+    pgbackrest('check', stanza, repo_user, config)
     return dict(changed=absent, stanza=stanza, created=absent, checked=True,
                 msg=('created stanza %s; check passed' if absent else
                      'stanza %s exists; check passed') % stanza)
@@ -359,8 +348,8 @@ def backup(stanza, backup_type='incr', repo_user=DEFAULT_REPO_USER, config=None,
         if check_mode:
             return dict(changed=True, stanza=stanza, type=backup_type, label=None, size_bytes=0,
                         duration_seconds=0.0, msg='would take a %s backup' % backup_type)
-        run(pgbackrest_argv('backup', stanza, repo_user, config, ['--type=%s' % backup_type]),
-            what='pgbackrest backup --type=%s' % backup_type)
+        pgbackrest('backup', stanza, repo_user, config, ['--type=%s' % backup_type],
+                   what='pgbackrest backup --type=%s' % backup_type)
         newest = _newest_backup(stanza_info(stanza, run_as=repo_user, config=config))
         job.size = int(newest.get('info', {}).get('repository', {}).get('delta', 0))
         return dict(changed=True, stanza=stanza, type=newest.get('type', backup_type),

@@ -23,11 +23,12 @@ import time
 from ansible_collections.codeb.backup.plugins.module_utils import durable, locking, metrics, naming
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
+from ansible_collections.codeb.backup.plugins.module_utils.postgres.connection import Connection
 from ansible_collections.codeb.backup.plugins.module_utils.postgres.pgbackrest import (
     DEFAULT_LOCK_DIR, DEFAULT_OS_USER, DEFAULT_PG_BIN_DIR, DEFAULT_PG_DATA, DEFAULT_PG_LOG,
     DEFAULT_PG_SERVICE, DEFAULT_REPO_USER, DEFAULT_SCRATCH_PORT, DEFAULT_SOCKET,
-    RESTORE_LOCK_TIMEOUT, RESTORE_TO, TARGETS, as_user, check_setup, format_time, lock_path,
-    pgbackrest_argv, stanza_info, window_from_info)
+    RESTORE_LOCK_TIMEOUT, RESTORE_TO, TARGETS, check_setup, format_time, lock_path,
+    pgbackrest, run_as, stanza_info, window_from_info)
 from ansible_collections.codeb.backup.plugins.module_utils.process import STDERR_TAIL, run
 
 DEFAULT_SCRATCH_ROOT = '/opt/codeb/pitr-scratch'
@@ -112,17 +113,20 @@ def check_in_window(target_time, earliest, latest, param='target_time'):
 
 # ---------------------------------------------------------------- the running cluster
 
+def _connection(port, socket, run_as, pg_bin, login_user):
+    return Connection(dict(login_port=port, login_unix_socket=socket, os_user=run_as,
+                           pg_bin_dir=pg_bin, login_user=login_user))
+
+
 def psql(sql, port=5432, socket=DEFAULT_SOCKET, run_as=DEFAULT_OS_USER,
          pg_bin=DEFAULT_PG_BIN_DIR, database='postgres', timeout=60, login_user='postgres'):
-    argv = as_user(run_as, [os.path.join(pg_bin, 'psql'), '-X', '-At', '-v', 'ON_ERROR_STOP=1',
-                            '-h', socket, '-p', str(port), '-U', login_user, '-d', database,
-                            '-c', sql], 'os_user')
-    return run(argv, what='psql', timeout=timeout).stdout.strip()
+    conn = _connection(port, socket, run_as, pg_bin, login_user)
+    return conn.psql(sql, database, timeout=timeout).strip()
 
 
 def pg_is_running(port=5432, socket=DEFAULT_SOCKET, pg_bin=DEFAULT_PG_BIN_DIR):
-    proc = run([os.path.join(pg_bin, 'pg_isready'), '-h', socket, '-p', str(port)], check=False)
-    return proc.returncode == 0
+    conn = _connection(port, socket, None, pg_bin, 'postgres')
+    return conn.run([conn.tool('pg_isready')], 'pg_isready', check=False).returncode == 0
 
 
 def flush_archive(port=5432, socket=DEFAULT_SOCKET, run_as=DEFAULT_OS_USER,
@@ -280,10 +284,9 @@ def restore(stanza, target=None, target_time=None, restore_to='in_place', check_
             if restore_to == 'in_place':
                 log_offset = _log_size(pg_log)
                 run(['systemctl', 'stop', pg_service], what='systemctl stop %s' % pg_service)
-                run(pgbackrest_argv('restore', stanza, os_user, config,
-                                    restore_options(plan['target'], _plan_time(plan)),
-                                    param='os_user'),
-                    what='pgbackrest restore', timeout=timeout)
+                pgbackrest('restore', stanza, os_user, config,
+                           restore_options(plan['target'], _plan_time(plan)), param='os_user',
+                           timeout=timeout)
                 run(['systemctl', 'start', pg_service], what='systemctl start %s' % pg_service,
                     timeout=timeout)
                 timeline = _wait_promoted(
@@ -333,16 +336,15 @@ def _check_scratch_path(path):
 def _restore_scratch(stanza, plan, path, port, user, pg_bin, config, timeout, log_path):
     entry = pwd.getpwnam(user)
     if os.path.exists(os.path.join(path, 'postmaster.pid')):
-        run(as_user(user, [os.path.join(pg_bin, 'pg_ctl'), '-D', path, '-m', 'fast', '-w',
-                           'stop']), what='pg_ctl stop (old scratch cluster)', check=False)
+        run_as(user, [os.path.join(pg_bin, 'pg_ctl'), '-D', path, '-m', 'fast', '-w', 'stop'],
+               what='pg_ctl stop (old scratch cluster)', check=False)
     if os.path.exists(path):
         shutil.rmtree(path)
     durable.ensure_dir(path, mode=0o700)
     os.chown(path, entry.pw_uid, entry.pw_gid)
     options = ['--reset-pg1-host', '--pg1-path=%s' % path, '--archive-mode=off'] + \
         restore_options(plan['target'], _plan_time(plan), delta=False)
-    run(pgbackrest_argv('restore', stanza, user, config, options), what='pgbackrest restore',
-        timeout=timeout)
+    pgbackrest('restore', stanza, user, config, options, timeout=timeout)
     # Debian keeps postgresql.conf/pg_hba.conf outside the data directory, so the restored
     # copy has none: give the scratch cluster its own, local-only and never archiving.
     conf = [
@@ -364,9 +366,9 @@ def _restore_scratch(stanza, plan, path, port, user, pg_bin, config, timeout, lo
     # The same settings on the command line too: they must beat whatever the production
     # cluster had set with ALTER SYSTEM (postgresql.auto.conf is restored with the data).
     options = "-h '' -p %d -k %s -c archive_mode=off -c hot_standby=off" % (int(port), shlex.quote(path))
-    proc = run(as_user(user, [os.path.join(pg_bin, 'pg_ctl'), '-D', path, '-l', log_path, '-w',
-                              '-t', str(int(timeout)), '-o', options, 'start']),
-               check=False, timeout=timeout + 30)
+    proc = run_as(user, [os.path.join(pg_bin, 'pg_ctl'), '-D', path, '-l', log_path, '-w',
+                         '-t', str(int(timeout)), '-o', options, 'start'],
+                  check=False, timeout=timeout + 30)
     if proc.returncode != 0:
         raise BackupError('the scratch cluster did not start; the end of its log %s:\n%s'
                           % (log_path, _log_tail(log_path, 0)[-STDERR_TAIL:]))
