@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Runs the ansible-test integration targets (tests/integration/targets) of the module
-# contracts on this host. ansible-test must run from a path ending in
-# ansible_collections/<namespace>/<name>: copy the tracked (and new, unignored) files there.
+# contracts on this host, from a copy of the checkout under
+# .../ansible_collections/codeb/backup (copy-collection.sh), where ansible-test must run.
 # --local with the project's venv: no container, no requirement installs, no network; the
 # setup_* targets start throwaway servers on 127.0.0.1 and stop them by PID.
 # Extra arguments go to ansible-test (for example a target name, or -v).
 set -euo pipefail
+# setup_postgresql runs the cluster as the postgres OS user and setup_nginx its workers as
+# root: without root the needs/root targets would be skipped, not run.
+if [ "$(id -u)" -ne 0 ]; then
+  echo "integration-targets: run as root (the targets start servers as other users)" >&2
+  exit 2
+fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${VENV:-$root/.venv}
 if [ ! -x "$VENV/bin/ansible-test" ]; then
@@ -14,20 +20,12 @@ if [ ! -x "$VENV/bin/ansible-test" ]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-dest="$work/ansible_collections/codeb/backup"
-mkdir -p "$dest"
-cd "$root"
-while IFS= read -r -d '' file; do
-  case "$file" in .collections/*) continue ;; esac
-  # a tracked file deleted in the work tree is simply not copied
-  if [ -e "$file" ] || [ -L "$file" ]; then cp --parents -P "$file" "$dest"/; fi
-done < <(git ls-files -z --cached --others --exclude-standard)
+dest=$("$root/scripts/copy-collection.sh" "$work")
 cd "$dest"
-# The targets run modules as root (PostgreSQL's postgres OS user, nginx's user root), and
-# the project's ansible.cfg is not the one under test: ansible-test writes its own.
+# ansible-test points ANSIBLE_CONFIG at a configuration of its own for the targets.
 start=$(date +%s)
 status=0
 "$VENV/bin/ansible-test" integration --local --python-interpreter "$VENV/bin/python" \
-  --allow-root --color no "$@" || status=$?
+  --color no "$@" || status=$?
 echo "integration-targets: finished in $(( $(date +%s) - start )) s (exit $status)"
 exit "$status"
