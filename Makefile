@@ -45,12 +45,19 @@ lint: venv
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
 
+# ansible-test integration targets of the module contracts (tests/integration/targets):
+# check mode, diff, a second identical run, bad input, against throwaway local servers.
+.PHONY: integration-targets
+integration-targets: deps venv
+	scripts/integration-targets.sh
+
 molecule: deps venv
 	scripts/molecule.sh
 	scripts/molecule.sh test -s env_backup
 
 test: deps venv
 	$(PY) -m pytest -q tests/unit tests/integration tests/faults $(PYTEST_ARGS)
+	$(MAKE) integration-targets
 	scripts/sanity.sh
 	$(MAKE) lint
 	$(MAKE) molecule

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ansible-test must run from a path ending in ansible_collections/<namespace>/<name>:
-# copy the tracked (and new, unignored) files there and run sanity with no ignore file.
+# copy the checkout there (copy-collection.sh) and run sanity with no ignore file.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 SANITY_VENV=${SANITY_VENV:-$root/.venv-sanity}
@@ -20,14 +20,7 @@ fi
 PYVER=$("$SANITY_VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-dest="$work/ansible_collections/codeb/backup"
-mkdir -p "$dest"
-cd "$root"
-while IFS= read -r -d '' file; do
-  case "$file" in .collections/*) continue ;; esac
-  # a tracked file deleted in the work tree is simply not copied
-  if [ -e "$file" ] || [ -L "$file" ]; then cp --parents -P "$file" "$dest"/; fi
-done < <(git ls-files -z --cached --others --exclude-standard)
+dest=$("$root/scripts/copy-collection.sh" "$work")
 cd "$dest"
 # ansible-test's --venv mode downloads a pip bootstrap script from a host CI cannot reach,
 # so sanity runs --local in a venv of its own, where --requirements installs its pins.
