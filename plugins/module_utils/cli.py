@@ -17,14 +17,13 @@ import sys
 
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
 
-# module_utils modules that contribute sub-commands, in help order.
+# module_utils modules that contribute sub-commands (dotted for a subpackage), in help order.
 SUBSYSTEMS = (
     'pg_snapshot',
     'pgbackrest',
-    'env_store',
+    'env.cli',
     'redis_snapshot',
-    'slot_state',
-    'traffic',
+    'bluegreen.cli',
     'ship',  # last: its help lists the channels the others registered
 )
 
@@ -38,7 +37,7 @@ def build_parser():
     subparsers.required = True
     for name in SUBSYSTEMS:
         module = importlib.import_module(
-            'ansible_collections.codeb.backup.plugins.module_utils.%s' % name)
+            'ansible_collections.codeb.backup.plugins.module_utils.' + name)
         module.register_cli(subparsers)
     return parser
 

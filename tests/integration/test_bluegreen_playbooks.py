@@ -13,7 +13,8 @@ import tempfile
 import pytest
 import yaml
 
-from ansible_collections.codeb.backup.plugins.module_utils import durable, traffic
+from ansible_collections.codeb.backup.plugins.module_utils import durable
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import traffic
 from helpers.ansible_runner import ROOT, run_playbook
 from helpers.bluegreen import App, Nginx, http_get
 from helpers.servers import RedisServer, free_port

@@ -8,7 +8,8 @@ import tempfile
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import durable, traffic
+from ansible_collections.codeb.backup.plugins.module_utils import durable
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import traffic
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from helpers.ansible_runner import run_module
 from helpers.bluegreen import App, Nginx, http_get

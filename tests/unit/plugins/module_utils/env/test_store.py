@@ -14,11 +14,12 @@ import time
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import env_store
+from ansible_collections.codeb.backup.plugins.module_utils.env import jobs as env_store
+from ansible_collections.codeb.backup.plugins.module_utils.env.store import EnvStore
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
 from faults import harness
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *(['..'] * 5)))
 A = b'# app\nexport DB_URL="postgres://u:pw@db/worb"\nSECRET=alpha # rotated\n'
 B = b'# app\nexport DB_URL="postgres://u:pw@db/worb"\nSECRET=beta # rotated\nNEW=1\n'
 C = b'# app\nSECRET=gamma # rotated\n'
@@ -413,8 +414,8 @@ def test_second_run_waits_for_the_lock_then_fails_clearly(tmp_path):
     backup(root, A)
     holder = subprocess.Popen(
         [sys.executable, '-c', 'import sys; sys.path.insert(0, %r); '
-         'from ansible_collections.codeb.backup.plugins.module_utils import env_store; '
-         'lock = env_store.EnvStore(%r, "worb")._lock(1); lock.__enter__(); '
+         'from ansible_collections.codeb.backup.plugins.module_utils.env.store import EnvStore; '
+         'lock = EnvStore(%r, "worb")._lock(1); lock.__enter__(); '
          'print("locked", flush=True); sys.stdin.read()'
          % (os.path.join(ROOT, '.collections'), str(root))],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
