@@ -187,3 +187,19 @@ def test_switch_interrupted_before_the_reload_is_finished_by_the_next_switch(sit
                                                            slot='green'))
     assert again['changed'] is False, again
     assert http_get(port) == 'green-v2'
+
+
+def test_removing_a_killed_switchs_temporary_is_a_change(site):
+    """``changed`` is true exactly when something was written: a switch with nothing to
+    switch still removes the temporary include a killed switch left, and says so."""
+    nginx, port = site
+    traffic.switch('worb', 'blue', **nginx.module_args)
+    assert traffic.switch('worb', 'blue', **nginx.module_args)['changed'] is False
+    path = os.path.join(nginx.include_dir, 'worb-active.conf')
+    stale = durable.temp_path(path)
+    with open(stale, 'w') as handle:
+        handle.write('proxy_pass http://codeb_worb_gr')
+    assert traffic.switch('worb', 'blue', **nginx.module_args)['changed'] is True
+    assert not os.path.exists(stale)
+    assert traffic.switch('worb', 'blue', **nginx.module_args)['changed'] is False
+    assert http_get(port) == 'blue-v1'

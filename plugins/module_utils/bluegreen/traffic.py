@@ -292,10 +292,11 @@ def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_
              what='traffic switch of project %s to slot %s' % (project, slot)), \
             job_lock(os.path.join(include_dir, '.%s-switch.lock' % project),
                      'traffic switch of project %s' % project, wait=lock_timeout):
-        durable.remove_stale_temps(include_dir, durable.temps_of(os.path.basename(path)))
+        removed = durable.remove_stale_temps(include_dir, durable.temps_of(os.path.basename(path)))
         now = status(include_dir, project, state_dir)
         if now['include_slot'] == slot and now['in_sync']:
-            return _result(project, slot, slot, path, False, started)
+            # nothing to switch; removing a killed switch's temporary is still a change
+            return _result(project, slot, slot, path, bool(removed), started)
         applied = read_applied(state_dir, project)
         # what nginx is known to serve: put back on failure (a pending include it never
         # loaded must not stay behind for the next reload to pick up)

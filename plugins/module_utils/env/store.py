@@ -226,9 +226,9 @@ class EnvStore(object):
     def writing(self, lock_timeout, dest=None):
         """The lock, then the repair of what a stopped run left; yields what was repaired.
         Every entry point that writes (backup, set, restore) goes through here."""
-        self._ensure_dirs()
+        fixed = self._ensure_dirs()
         with self._lock(lock_timeout):
-            repaired = self.recover()
+            repaired = fixed + self.recover()
             if dest is not None:
                 repaired += ['removed temporary %s beside %s' % (name, dest) for name in
                              durable.remove_stale_temps(
@@ -236,14 +236,16 @@ class EnvStore(object):
             yield repaired
 
     def _ensure_dirs(self):
-        created = False
+        """Create the store's directories, or give them back mode 0700; returns what it
+        changed on an existing store (so ``changed`` says so) - creating a new store is
+        reported by the version it is created for."""
+        fixed = []
         for path in (self.root, os.path.join(self.root, self.project), self.path):
-            if durable.ensure_dir(path, DIR_MODE):
-                created = True
-            elif stat.S_IMODE(os.stat(path).st_mode) != DIR_MODE:
+            if not durable.ensure_dir(path, DIR_MODE) \
+                    and stat.S_IMODE(os.stat(path).st_mode) != DIR_MODE:
                 os.chmod(path, DIR_MODE)
-                created = True
-        return created
+                fixed.append('set mode %04o on %s' % (DIR_MODE, path))
+        return fixed
 
     def recover(self):
         """Repair what a killed or failed run left. Call only under the lock (``writing``).
@@ -440,7 +442,6 @@ class EnvStore(object):
             result, data, changes = self.prepare(entries, data, values, trigger, repaired)
             self.apply(entries, result, data, changes, trigger, source)
             return result
-
 
 
 def _check_trigger(trigger):

@@ -95,7 +95,7 @@ def test_check_mode_predicts_and_writes_nothing(tmp_path):
     _deploy(tmp_path, 'v2', db='s2')
     before = _snapshot_tree(tmp_path)
     plan = slots.record_rollback(str(tmp_path), 'worb', require=['db'], check_mode=True,
-                                      metrics_dir=str(tmp_path / 'metrics'))
+                                 metrics_dir=str(tmp_path / 'metrics'))
     assert plan['changed'] and plan['rollback']['target_slot'] == 'blue'
     assert plan['rollback']['db_snapshot'] == 's2'
     assert _snapshot_tree(tmp_path) == before
@@ -106,8 +106,8 @@ def test_rollback_and_roll_forward_with_safety_snapshot(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
     _deploy(tmp_path, 'v2', db='s2')
     result = slots.record_rollback(str(tmp_path), 'worb', require=['db'],
-                                        safety_db_snapshot='safety1', rolled_back_by='ops',
-                                        metrics_dir=str(metrics_dir))
+                                   safety_db_snapshot='safety1', rolled_back_by='ops',
+                                   metrics_dir=str(metrics_dir))
     state = result['slot_state']
     assert result['changed'] and state['activeSlot'] == 'blue'
     assert state['blue']['state'] == 'active' and state['green']['state'] == 'rolled_back'
@@ -118,7 +118,7 @@ def test_rollback_and_roll_forward_with_safety_snapshot(tmp_path):
     assert os.listdir(str(metrics_dir)) == ['codeb_backup_bluegreen_rollback_worb.prom']
     # roll forward again
     forward = slots.record_rollback(str(tmp_path), 'worb', require=['db'],
-                                         metrics_dir=str(metrics_dir))
+                                    metrics_dir=str(metrics_dir))
     assert forward['rollback']['target_slot'] == 'green'
     assert forward['rollback']['db_snapshot'] == 'safety1'
     assert forward['slot_state']['activeSlot'] == 'green'
@@ -128,8 +128,8 @@ def test_rollback_records_safety_env_and_redis(tmp_path):
     _deploy(tmp_path, 'v1')
     _deploy(tmp_path, 'v2', env_backup='2026-01-07T10:00:00', redis_snapshot='dump-a.rdb')
     result = slots.record_rollback(str(tmp_path), 'worb', require=['env', 'redis'],
-                                        metrics_dir='', safety_env_backup='2026-01-07T11:00:00',
-                                        safety_redis_snapshot='dump-b.rdb')
+                                   metrics_dir='', safety_env_backup='2026-01-07T11:00:00',
+                                   safety_redis_snapshot='dump-b.rdb')
     assert result['rollback']['env_backup'] == '2026-01-07T10:00:00'
     assert result['rollback']['redis_snapshot'] == 'dump-a.rdb'
     assert result['slot_state']['green']['envBackup'] == '2026-01-07T11:00:00'
@@ -341,6 +341,44 @@ def test_unwritable_metrics_never_hide_the_rollbacks_own_error(tmp_path):
     metrics_file.write_text('')
     with pytest.raises(BackupError) as info:
         slots.record_rollback(str(tmp_path / 'slots'), 'worb',
-                                   metrics_dir=str(metrics_file / 'sub'))
+                              metrics_dir=str(metrics_file / 'sub'))
     assert 'target slot green' in info.value.msg and 'empty' in info.value.msg
     assert info.value.details.get('metrics_error')
+
+
+def test_rollback_records_who_rolled_back_apart_from_who_deployed(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1', deployed_by='key_v1')
+    _deploy(tmp_path, 'v2', db='s2', deployed_by='key_v2')
+    state = slots.record_rollback(str(tmp_path), 'worb', rolled_back_by='oncall',
+                                  metrics_dir='')['slot_state']
+    assert state['green']['rolledBackBy'] == 'oncall'
+    assert state['green']['deployedBy'] == 'key_v2'      # no longer overwritten by the rollback
+    assert state['history'][-1]['by'] == 'oncall'
+    # a deploy into that slot starts it afresh
+    state = _deploy(tmp_path, 'v3', deployed_by='key_v3')['slot_state']
+    assert 'rolledBackBy' not in state['green'] and 'rolledBackBy' not in state['blue']
+
+
+def test_records_written_before_rolled_back_by_still_load(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1')
+    _deploy(tmp_path, 'v2', db='s2')
+    path = slots.state_path(str(tmp_path), 'worb')
+    with open(path) as handle:
+        old = json.load(handle)
+    old['green'].update(state='rolled_back', rolledBackAt='2026-01-01T00:00:00Z')
+    old['blue']['state'] = 'active'
+    old['activeSlot'] = 'blue'
+    with open(path, 'w') as handle:
+        json.dump(old, handle)
+    forward = slots.record_rollback(str(tmp_path), 'worb', metrics_dir='')
+    assert forward['changed'] and forward['slot_state']['activeSlot'] == 'green'
+
+
+def test_require_options_keep_their_old_names_as_aliases():
+    from ansible_collections.codeb.backup.plugins.module_utils.bluegreen.options import (
+        SLOT_ROLLBACK_MODULE)
+    from ansible_collections.codeb.backup.plugins.module_utils.spec import argument_spec
+    spec = argument_spec(SLOT_ROLLBACK_MODULE)
+    assert spec['require_db_snapshot'] == dict(type='bool', default=False, aliases=['restore_db'])
+    assert spec['require_redis_snapshot']['aliases'] == ['restore_redis']
+    assert spec['require_env_backup']['aliases'] == ['restore_env']

@@ -15,7 +15,6 @@ import time
 import pytest
 
 from ansible_collections.codeb.backup.plugins.module_utils.env import jobs as env_store
-from ansible_collections.codeb.backup.plugins.module_utils.env.store import EnvStore
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
 from faults import harness
 
@@ -831,3 +830,29 @@ def test_hostile_log_entries_are_refused_and_nothing_outside_is_touched(tmp_path
     for tree in (before, after):
         tree.pop('store/worb/production/.env-backup.lock', None)
     assert after == before
+
+
+def test_a_directory_mode_put_back_is_a_change(tmp_path):
+    """``changed`` is true exactly when something was written: giving the store directory
+    back its 0700 is a write even when the .env itself is unchanged."""
+    root = tmp_path / 'store'
+    backup(root, A)
+    assert backup(root, A)['changed'] is False
+    os.chmod(store_dir(root), 0o755)
+    again = backup(root, A)
+    assert again['changed'] is True and again['created'] is False
+    assert again['repaired'] == ['set mode 0700 on %s' % store_dir(root)]
+    assert stat.S_IMODE(os.stat(store_dir(root)).st_mode) == 0o700
+    assert backup(root, A)['changed'] is False
+
+
+def test_cli_flags_come_from_the_module_options():
+    """One definition: every store option of env_backup is a flag of each env command,
+    with the module's default."""
+    from ansible_collections.codeb.backup.plugins.module_utils.cli import build_parser
+    from ansible_collections.codeb.backup.plugins.module_utils.env import options
+    args = build_parser().parse_args(['env', 'restore', '--project', 'worb', '--dest', '/x'])
+    for option in options.STORE[1:] + options.WRITING + (options.MODE, options.VERSION):
+        assert getattr(args, option.name) == option.default, option.name
+    args = build_parser().parse_args(['env', 'backup', '--project', 'worb', '--src', '/x'])
+    assert args.trigger == 'daily'   # what cron runs; the module's own default is "manual"
