@@ -14,29 +14,10 @@ from ansible_collections.codeb.backup.plugins.module_utils.spec import add_argum
 
 
 def register_cli(subparsers):
-    parser = subparsers.add_parser(
-        'slot-status', help='show the blue-green slot state of a project (read-only)',
-        description='Print the slot state of a project: which slot is active, versions and '
-                    'the snapshots recorded with each deploy.')
-    add_arguments(parser, opt.SLOT_STATUS_CLI)
-    parser.set_defaults(handler=_cli_slot_status)
-
-    parser = subparsers.add_parser(
-        'traffic-switch', help='point a project\'s nginx traffic at its blue or green slot',
-        description='Emergency switch without a control node: rewrite the project\'s active '
-                    'include atomically, run nginx -t (putting the old include back if it '
-                    'fails) and reload nginx. Does not change the slot state file; prefer '
-                    'playbooks/rollback.yml, which does both.')
-    add_arguments(parser, opt.TRAFFIC_SWITCH_CLI)
-    parser.set_defaults(handler=_cli_switch)
-
-    parser = subparsers.add_parser(
-        'traffic-status', help='show which slot nginx sends a project\'s traffic to',
-        description='The slot of the last switch nginx applied, what the include says, and '
-                    'whether they agree (a switch interrupted before the reload makes them '
-                    'differ; switching again finishes or undoes it).')
-    add_arguments(parser, opt.TRAFFIC_STATUS_CLI)
-    parser.set_defaults(handler=_cli_traffic_status)
+    for name, summary, description, options, handler in _COMMANDS:
+        parser = subparsers.add_parser(name, help=summary, description=description)
+        add_arguments(parser, options)
+        parser.set_defaults(handler=handler)
 
 
 def _cli_slot_status(args):
@@ -57,3 +38,20 @@ def _cli_switch(args):
 def _cli_traffic_status(args):
     params = params_from_args(args, opt.TRAFFIC_STATUS_CLI)
     return traffic.status(params['include_dir'], params['project'], params['state_dir'])
+
+
+# (command, help, description, options, handler), in help order
+_COMMANDS = (
+    ('slot-status', 'show the blue-green slot state of a project (read-only)',
+     'Print the slot state of a project: which slot is active, versions and the snapshots '
+     'recorded with each deploy.', opt.SLOT_STATUS_CLI, _cli_slot_status),
+    ('traffic-switch', 'point a project\'s nginx traffic at its blue or green slot',
+     'Emergency switch without a control node: rewrite the project\'s active include '
+     'atomically, run nginx -t (putting the old include back if it fails) and reload nginx. '
+     'Does not change the slot state file; prefer playbooks/rollback.yml, which does both.',
+     opt.TRAFFIC_SWITCH_CLI, _cli_switch),
+    ('traffic-status', 'show which slot nginx sends a project\'s traffic to',
+     'The slot of the last switch nginx applied, what the include says, and whether they '
+     'agree (a switch interrupted before the reload makes them differ; switching again '
+     'finishes or undoes it).', opt.TRAFFIC_STATUS_CLI, _cli_traffic_status),
+)

@@ -33,26 +33,19 @@ def _sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def _resolve_owner(owner):
-    if owner is None or owner == '':
+def _resolve_id(param, value):
+    """The uid (``param='owner'``) or gid (``'group'``) of a name or number; -1 (keep)
+    when not given."""
+    if value is None or value == '':
         return -1
-    if isinstance(owner, int) or str(owner).isdigit():
-        return int(owner)
+    if isinstance(value, int) or str(value).isdigit():
+        return int(value)
     try:
-        return pwd.getpwnam(owner).pw_uid
+        if param == 'owner':
+            return pwd.getpwnam(value).pw_uid
+        return grp.getgrnam(value).gr_gid
     except KeyError:
-        raise BackupError('owner %r does not exist on this host' % (owner,), param='owner')
-
-
-def _resolve_group(group):
-    if group is None or group == '':
-        return -1
-    if isinstance(group, int) or str(group).isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise BackupError('group %r does not exist on this host' % (group,), param='group')
+        raise BackupError('%s %r does not exist on this host' % (param, value), param=param)
 
 
 def parse_mode(mode):
@@ -119,8 +112,8 @@ class _Dest(object):
                               % (dest,), param='dest')
         self.dest = dest
         self.mode = parse_mode(mode)
-        self.uid = _resolve_owner(owner)
-        self.gid = _resolve_group(group)
+        self.uid = _resolve_id('owner', owner)
+        self.gid = _resolve_id('group', group)
         self.real = os.path.realpath(dest)
         if os.path.isdir(self.real):
             raise BackupError('dest %s is a directory; give the .env file path' % dest,

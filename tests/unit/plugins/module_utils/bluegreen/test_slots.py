@@ -13,21 +13,11 @@ from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import cli 
 from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import slots
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
+from helpers.trees import file_contents
 
 
 def _deploy(state_dir, version, db=None, **kw):
     return slots.record_deploy(str(state_dir), 'worb', version, db_snapshot=db, **kw)
-
-
-def _snapshot_tree(path):
-    """Names and contents of every file under ``path`` (to prove nothing changed)."""
-    found = {}
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            full = os.path.join(root, name)
-            with open(full, 'rb') as handle:
-                found[os.path.relpath(full, path)] = handle.read()
-    return found
 
 
 def test_first_deploy_goes_to_blue_with_seed_schema(tmp_path):
@@ -72,19 +62,19 @@ def test_second_deploy_alternates_and_old_becomes_grace(tmp_path):
 
 def test_same_deploy_twice_is_idempotent(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
-    before = _snapshot_tree(tmp_path)
+    before = file_contents(tmp_path)
     again = _deploy(tmp_path, 'v1', db='s1')
     assert again['changed'] is False
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 def test_deploy_into_active_slot_is_refused_and_changes_nothing(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
-    before = _snapshot_tree(tmp_path)
+    before = file_contents(tmp_path)
     with pytest.raises(BackupError) as info:
         _deploy(tmp_path, 'v2', db='s2', slot='blue')
     assert info.value.param == 'slot' and 'inactive slot green' in info.value.msg
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 def test_check_mode_predicts_and_writes_nothing(tmp_path):
@@ -93,12 +83,12 @@ def test_check_mode_predicts_and_writes_nothing(tmp_path):
     assert os.listdir(str(tmp_path)) == []
     _deploy(tmp_path, 'v1', db='s1')
     _deploy(tmp_path, 'v2', db='s2')
-    before = _snapshot_tree(tmp_path)
+    before = file_contents(tmp_path)
     plan = slots.record_rollback(str(tmp_path), 'worb', require=['db'], check_mode=True,
                                  metrics_dir=str(tmp_path / 'metrics'))
     assert plan['changed'] and plan['rollback']['target_slot'] == 'blue'
     assert plan['rollback']['db_snapshot'] == 's2'
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 def test_rollback_and_roll_forward_with_safety_snapshot(tmp_path):
@@ -145,10 +135,10 @@ def test_to_version_is_idempotent(tmp_path):
     _deploy(tmp_path, 'v2', db='s2')
     first = slots.record_rollback(str(tmp_path), 'worb', to_version='v1', metrics_dir='')
     assert first['changed'] and first['slot'] == 'blue'
-    before = _snapshot_tree(tmp_path)
+    before = file_contents(tmp_path)
     second = slots.record_rollback(str(tmp_path), 'worb', to_version='v1', metrics_dir='')
     assert second['changed'] is False
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 @pytest.mark.parametrize('kwargs, param, words', [
@@ -163,22 +153,22 @@ def test_rollback_refusals_change_nothing(tmp_path, kwargs, param, words):
     _deploy(tmp_path, 'v0', db='s0')
     _deploy(tmp_path, 'v1', db='s1')
     _deploy(tmp_path, 'v2', db='s2')
-    before = _snapshot_tree(tmp_path)
+    before = file_contents(tmp_path)
     with pytest.raises(BackupError) as info:
         slots.record_rollback(str(tmp_path), 'worb', metrics_dir='', **kwargs)
     assert info.value.param == param
     assert words in info.value.msg
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 def test_rollback_refused_when_target_slot_empty(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
-    before = _snapshot_tree(tmp_path)
+    before = file_contents(tmp_path)
     with pytest.raises(BackupError) as info:
         slots.record_rollback(str(tmp_path), 'worb', metrics_dir='')
     assert 'slot green' in info.value.msg and 'empty' in info.value.msg
     assert info.value.param == 'project'
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 def test_rollback_refused_when_db_snapshot_missing(tmp_path):
