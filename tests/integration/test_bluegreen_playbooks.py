@@ -328,8 +328,10 @@ def test_refusals_change_nothing(site):
 
 
 def _task_results(out, name):
+    """Results of the task called ``name`` (a role's task is reported as "<role> : name")."""
     return [result for play in out['plays'] for task in play['tasks']
-            if task['task']['name'] == name for result in task['hosts'].values()]
+            if task['task']['name'].split(' : ', 1)[-1] == name
+            for result in task['hosts'].values()]
 
 
 def test_no_app_hosts_in_the_inventory_fails_loudly(tmp_path):
