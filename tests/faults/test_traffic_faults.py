@@ -1,4 +1,4 @@
-"""Fault injection for the blue-green traffic switch and the slot state (issue 9).
+"""Fault injection for the blue-green traffic switch and the slot state.
 
 A real nginx (tests/helpers/bluegreen.py) proxies to two tiny apps on loopback that answer
 ``blue`` and ``green``. The switch runs as the host command (``codeb-backup

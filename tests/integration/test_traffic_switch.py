@@ -162,7 +162,7 @@ def _status(nginx, project='worb'):
 
 
 def test_switch_interrupted_before_the_reload_is_finished_by_the_next_switch(site):
-    """Issue 9 #11: a switch killed after it wrote the include but before nginx reloaded.
+    """A switch killed after it wrote the include but before nginx reloaded.
     The include says green, nginx still serves blue; the retry must test and reload, and
     the status must tell what nginx serves, not what the include says."""
     nginx, port = site

@@ -20,7 +20,7 @@ def _deploy(state_dir, version, db=None, **kw):
     return slots.record_deploy(str(state_dir), 'worb', version, db_snapshot=db, **kw)
 
 
-def test_first_deploy_goes_to_blue_with_seed_schema(tmp_path):
+def test_first_deploy_goes_to_blue_with_the_slot_state_schema(tmp_path):
     result = _deploy(tmp_path, 'v1', db='worb-2026-01-07T10:00:00.dump', deployed_by='key_abc123',
                      redis_snapshot='worb-2026-01-07T10:00:00.rdb', env_backup='2026-01-07T10:00:00',
                      team_id='team1')
@@ -280,7 +280,7 @@ def test_cli_status(tmp_path):
 
 
 def test_next_write_removes_only_this_projects_stale_temporaries(tmp_path):
-    """Issue 9 #15: a write killed before its rename leaves ``.tmp-<project>.json.*``;
+    """A write killed before its rename leaves ``.tmp-<project>.json.*``;
     the next write of that state, under its lock, removes it, and only its own."""
     _deploy(tmp_path, 'v1')
     stale = tmp_path / '.tmp-worb.json.k1ll3d_x'

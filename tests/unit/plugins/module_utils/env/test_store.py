@@ -527,7 +527,7 @@ def test_cli_backup_from_stdin_check_and_list(tmp_path):
     assert b'alpha' not in out and b'pw@db' not in out
 
 
-# ---- issue 9: set and restore save a hand-edited live file first (CLI and core alike) ----
+# ---- set and restore save a hand-edited live file first (CLI and core alike) ----
 
 LIVE = b'# app\nexport DB_URL="postgres://u:pw@db/worb"\nSECRET=hand-edited # rotated\nHOT=1\n'
 
@@ -612,7 +612,7 @@ def test_core_restore_saves_a_live_edit_and_check_mode_predicts_it(tmp_path):
     assert [v['sha256'] for v in log_versions(root)] == [sha(A), sha(LIVE), sha(C)]
 
 
-# ---- issue 1: only evidence marks a version bad; host problems fail the run ----
+# ---- only evidence marks a version bad; host problems fail the run ----
 
 def _fail_reading(monkeypatch, suffix, error=5):
     import builtins
@@ -663,7 +663,7 @@ def test_an_unreadable_unlisted_version_file_is_kept_and_the_run_fails(tmp_path,
     assert after == before
 
 
-# ---- issue 2: the next run reconciles what killed or failed runs left ----
+# ---- the next run reconciles what killed or failed runs left ----
 
 def test_recover_adopts_a_whole_unlisted_version_and_removes_what_cannot_be_one(tmp_path):
     root = tmp_path / 'store'
@@ -733,7 +733,7 @@ def test_every_writing_entry_point_reconciles_under_the_lock(tmp_path):
             os.path.join(directory, versions[-1]['file'])), name
 
 
-# ---- issue 3: any failure records status 0; a failing metrics write hides nothing ----
+# ---- any failure records status 0; a failing metrics write hides nothing ----
 
 def test_any_failure_type_records_status_0_and_keeps_the_success_time(tmp_path, monkeypatch):
     import errno
@@ -775,7 +775,7 @@ def test_a_failing_metrics_write_never_hides_the_jobs_own_error(tmp_path):
     assert info.value.details.get('metrics_error')
 
 
-# ---- issue 5: names read from backup-log.json are validated before any use ----
+# ---- names read from backup-log.json are validated before any use ----
 
 HOSTILE = [
     ('traversal', dict(file='../canary.env')),
