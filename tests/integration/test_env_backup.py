@@ -267,7 +267,7 @@ def test_role_backs_up_installs_cron_and_replicates_verified(tmp_path):
     app_store = str(tmp_path / 'app-store')
     replica = str(tmp_path / 'backup-host' / 'env-backup')
     assert file_contents(replica) == {k: v for k, v in file_contents(app_store).items()
-                             if not k.endswith('.env-backup.lock')}
+                                      if not k.endswith('.env-backup.lock')}
     assert mode_of(os.path.join(replica, 'worb', 'production')) == 0o700
     assert mode_of(os.path.join(replica, 'worb', 'production', 'master.env')) == 0o600
     assert not [n for n in os.listdir(str(tmp_path)) if n.startswith('codeb-env-')]
@@ -301,7 +301,7 @@ def test_role_backs_up_installs_cron_and_replicates_verified(tmp_path):
     assert rc == 0, err
     assert _changed(out) > 0
     assert file_contents(replica) == {k: v for k, v in file_contents(app_store).items()
-                             if not k.endswith('.env-backup.lock')}
+                                      if not k.endswith('.env-backup.lock')}
     log = json.loads(open(os.path.join(replica, 'worb', 'production', 'backup-log.json')).read())
     assert [v['trigger'] for v in log['versions']] == ['manual', 'daily']
     prom = tmp_path / 'metrics' / 'codeb_backup_env_worb_production.prom'
