@@ -50,7 +50,7 @@ def naive(workdir, src, day):
 
 def library(workdir, src, _day):
     sys.path.insert(0, os.path.join(ROOT, '.collections'))
-    from ansible_collections.codeb.backup.plugins.module_utils import env_store
+    from ansible_collections.codeb.backup.plugins.module_utils.env import jobs as env_store
     env_store.backup(os.path.join(workdir, 'store'), 'bench', src=src, trigger='daily',
                      metrics_dir='')
 

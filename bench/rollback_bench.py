@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(ROOT, '.collections'))
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'integration'))
 
-from ansible_collections.codeb.backup.plugins.module_utils import traffic  # noqa: E402
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import traffic  # noqa: E402
 from helpers.ansible_runner import run_module  # noqa: E402
 from helpers.bluegreen import http_get  # noqa: E402
 from helpers.servers import PostgresCluster  # noqa: E402

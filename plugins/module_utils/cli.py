@@ -22,10 +22,9 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import as_back
 SUBSYSTEMS = (
     'postgres.cli',
     'postgres.pgbackrest',
-    'env_store',
+    'env.cli',
     'redis_snapshot',
-    'slot_state',
-    'traffic',
+    'bluegreen.cli',
     'ship',  # last: its help lists the channels the others registered
 )
 

@@ -87,3 +87,25 @@ def unique_timestamp(taken, moment=None):
         moment = moment + datetime.timedelta(seconds=1)
         stamp = format_timestamp(moment)
     return stamp
+
+
+# Versions and snapshot names recorded in the blue-green slot state are single path
+# components too, but may hold the ":" of a UTC timestamp (worb-2026-01-07T10:00:00.dump)
+# or the "+" of a build tag.
+_REF_RE = re.compile(r'\A[A-Za-z0-9][A-Za-z0-9_.:+-]*\Z')
+REF_MAX = 255
+# One version file of the env store: its UTC timestamp and ".env".
+ENV_VERSION_FILE_RE = re.compile(r'\A(%s)\.env\Z' % TIMESTAMP_PATTERN)
+SHA256_RE = re.compile(r'\A[0-9a-f]{64}\Z')
+
+
+def validate_ref(param, value):
+    """Return ``value`` if it is a safe version or snapshot name, else raise BackupError."""
+    if not isinstance(value, str) or not value:
+        raise BackupError('%s must be a non-empty name; got %r' % (param, value), param=param)
+    if len(value) > REF_MAX or not _REF_RE.match(value) or '..' in value:
+        raise BackupError(
+            '%s %r is not allowed: use letters, digits, "_", "-", ".", ":" and "+" only, '
+            'starting with a letter or digit, at most %d characters (no "/", no "..")'
+            % (param, value, REF_MAX), param=param)
+    return value

@@ -15,20 +15,20 @@ description:
     C({root}/{project}/{environment}/) with C(master.env) (the first version, never modified
     afterwards), C(current.env), one C(YYYY-MM-DDTHH:MM:SS.env) (UTC) per version and
     C(backup-log.json). Directories are created C(0700), files C(0600).
-  - I(state=present) records I(src) or I(content) as a new version when it differs from the
-    current one (otherwise nothing changes and C(changed=false)), or applies I(values) to the
-    current version (the C(we env set) of the codeb design), keeping comments, order and
+  - O(state=present) records O(src) or O(content) as a new version when it differs from the
+    current one (otherwise nothing changes and C(changed=false)), or applies O(values) to the
+    current version (what C(codeb-backup env set) does), keeping comments, order and
     quoting of every other line byte for byte.
-  - Every version is logged in C(backup-log.json) with its time, I(trigger), sha256 and the
+  - Every version is logged in C(backup-log.json) with its time, O(trigger), sha256 and the
     B(names) of the keys added, removed and changed. Values are never logged or returned.
-  - I(state=restored) writes I(version) (C(master), C(current) or a timestamp) to I(dest)
-    atomically (temporary file, fsync, rename) with I(mode), I(owner) and I(group), after
+  - O(state=restored) writes O(version) (C(master), C(current) or a timestamp) to O(dest)
+    atomically (temporary file, fsync, rename) with O(mode), O(owner) and O(group), after
     checking the version's sha256. An unknown version fails with the list of available ones.
-  - Before I(dest) is overwritten (I(state=restored), or I(values) with I(dest)), its live
+  - Before O(dest) is overwritten (O(state=restored), or O(values) with O(dest)), its live
     content is recorded as a version when it is in no version yet (someone edited the file
     by hand since the last backup), so nothing the app ran is ever lost.
-  - With I(values) and I(dest), the keys are set in the live file's content (saved first as
-    above), the result is recorded as a version and written to I(dest); this is the
+  - With O(values) and O(dest), the keys are set in the live file's content (saved first as
+    above), the result is recorded as a version and written to O(dest); this is the
     C(codeb-backup env set --dest) of the host command.
   - Check mode predicts and writes nothing. Diff mode shows which keys change, with every
     value masked.
@@ -41,37 +41,21 @@ description:
 author:
   - codeb.backup maintainers (@codeb)
 options:
-  project:
-    description:
-      - The project (one path component; letters, digits, C(_), C(-) and C(.), starting with a
-        letter or digit, at most 63 characters).
-    type: str
-    required: true
-  environment:
-    description:
-      - The environment, named like I(project).
-    type: str
-    default: production
-  root:
-    description:
-      - Root of the env store (an absolute path).
-    type: path
-    default: /opt/codeb/env-backup
   state:
     description:
-      - C(present) records a version (from I(src), I(content) or I(values)).
-      - C(restored) writes a version to I(dest).
+      - C(present) records a version (from O(src), O(content) or O(values)).
+      - C(restored) writes a version to O(dest).
     type: str
     choices: [present, restored]
     default: present
   src:
     description:
-      - Path on the managed host of the C(.env) file to back up (I(state=present)).
-      - Exactly one of I(src), I(content) and I(values) is required with I(state=present).
+      - Path on the managed host of the C(.env) file to back up (O(state=present)).
+      - Exactly one of O(src), O(content) and O(values) is required with O(state=present).
     type: path
   content:
     description:
-      - The C(.env) text to record (I(state=present)). Never logged.
+      - The C(.env) text to record (O(state=present)). Never logged.
     type: str
   values:
     description:
@@ -83,34 +67,34 @@ options:
   trigger:
     description:
       - Why this version is recorded, written to the log.
-      - Defaults to C(set) with I(values), otherwise C(manual).
+      - Defaults to C(set) with O(values), otherwise C(manual).
     type: str
     choices: [set, deploy, daily, manual]
   version:
     description:
-      - With I(state=restored), the version to restore. C(master), C(current) or a UTC timestamp
+      - With O(state=restored), the version to restore. C(master), C(current) or a UTC timestamp
         C(YYYY-MM-DDTHH:MM:SS) (a trailing C(.env) is accepted, as in the slot state's C(envBackup)).
     type: str
     default: current
   dest:
     description:
-      - With I(state=restored), the app's C(.env) file to write (absolute path; its directory
+      - With O(state=restored), the app's C(.env) file to write (absolute path; its directory
         must exist). A symlink is followed and its target replaced.
-      - With I(state=present) and I(values), the app's C(.env) file whose live content the keys
-        are set in and which receives the result. Not allowed with I(src) or I(content).
+      - With O(state=present) and O(values), the app's C(.env) file whose live content the keys
+        are set in and which receives the result. Not allowed with O(src) or O(content).
     type: path
   owner:
     description:
-      - Owner of I(dest) (name or uid). Default keeps the owner of an existing I(dest).
-      - Used whenever I(dest) is written.
+      - Owner of O(dest) (name or uid). Default keeps the owner of an existing O(dest).
+      - Used whenever O(dest) is written.
     type: str
   group:
     description:
-      - Group of I(dest) (name or gid). Default keeps the group of an existing I(dest).
+      - Group of O(dest) (name or gid). Default keeps the group of an existing O(dest).
     type: str
   mode:
     description:
-      - Permissions of I(dest), an octal string such as C("0600").
+      - Permissions of O(dest), an octal string such as C("0600").
     type: raw
     default: "0600"
   lock_timeout:
@@ -125,18 +109,19 @@ options:
     default: /var/lib/prometheus/node-exporter
 notes:
   - Supports check mode and diff mode. In diff mode every value is shown as C(********).
-  - A live I(dest) whose content is in no version is recorded (trigger C(manual) for a restore,
-    C(set) for I(values)) before it is overwritten; C(live_saved) says so.
+  - A live O(dest) whose content is in no version is recorded (trigger C(manual) for a restore,
+    C(set) for O(values)) before it is overwritten; C(live_saved) says so.
 seealso:
   - module: codeb.backup.env_backup_info
 extends_documentation_fragment:
+  - codeb.backup.env
   - ansible.builtin.action_common_attributes
 attributes:
   platform:
     platforms: posix
   check_mode:
     support: full
-    details: Reads the store and I(dest) only; predicts the version, the keys that change and C(changed).
+    details: Reads the store and O(dest) only; predicts the version, the keys that change and C(changed).
   diff_mode:
     support: full
     details: Key names only; every value is shown as C(********).
@@ -150,7 +135,7 @@ EXAMPLES = r'''
     src: /srv/worb/shared/.env
     trigger: deploy
 
-- name: Set two keys (the seed's `we env set`), recorded as a new version
+- name: Set two keys (`codeb-backup env set` from a playbook), recorded as a new version
   codeb.backup.env_backup:
     project: worb
     values:
@@ -200,9 +185,9 @@ environment:
   sample: production
 version:
   description:
-    - I(state=present) the version now current (the new one, or the unchanged current one; null in
+    - O(state=present) the version now current (the new one, or the unchanged current one; null in
       check mode when a new one would be made).
-    - I(state=restored) the timestamp of the version restored.
+    - O(state=restored) the timestamp of the version restored.
   returned: success
   type: str
   sample: "2026-01-07T10:30:00"
@@ -239,7 +224,7 @@ duration_seconds:
   type: float
   sample: 0.012
 keys_added:
-  description: Names of keys added (against the current version, or against I(dest) when restoring).
+  description: Names of keys added (against the current version, or against O(dest) when restoring).
   returned: success
   type: list
   elements: str
@@ -267,17 +252,17 @@ repaired:
   type: list
   elements: str
 live_saved:
-  description: Whether the live content of I(dest) was (in check mode, would be) recorded as a
-    version before I(dest) was overwritten, because it was in no version yet.
+  description: Whether the live content of O(dest) was (in check mode, would be) recorded as a
+    version before O(dest) was overwritten, because it was in no version yet.
   returned: state=restored, or values with dest
   type: bool
 live_version:
-  description: The version the live content of I(dest) was saved as (null when it was not saved,
+  description: The version the live content of O(dest) was saved as (null when it was not saved,
     and in check mode).
   returned: state=restored, or values with dest
   type: str
 restored:
-  description: With I(values) and I(dest), what was written to I(dest).
+  description: With O(values) and O(dest), what was written to O(dest).
   returned: values with dest
   type: dict
   contains:
@@ -285,10 +270,10 @@ restored:
       description: The file written.
       type: str
     changed:
-      description: Whether I(dest) changed (content, mode or owner).
+      description: Whether O(dest) changed (content, mode or owner).
       type: bool
     content_changed:
-      description: Whether the content of I(dest) changed.
+      description: Whether the content of O(dest) changed.
       type: bool
     version:
       description: The version written.
@@ -300,10 +285,10 @@ restored:
       description: Size of the content written.
       type: int
     mode:
-      description: Mode of I(dest).
+      description: Mode of O(dest).
       type: str
     dest_sha256_before:
-      description: sha256 of I(dest) before (null if it did not exist).
+      description: sha256 of O(dest) before (null if it did not exist).
       type: str
 store_path:
   description: The store directory of this project/environment.
@@ -314,19 +299,19 @@ dest:
   returned: state=restored
   type: str
 requested_version:
-  description: The I(version) as given (C(master), C(current) or a timestamp).
+  description: The O(version) as given (C(master), C(current) or a timestamp).
   returned: state=restored
   type: str
 content_changed:
-  description: Whether the content of I(dest) changed (C(changed) is also true for a mode or owner change).
+  description: Whether the content of O(dest) changed (C(changed) is also true for a mode or owner change).
   returned: state=restored
   type: bool
 dest_sha256_before:
-  description: sha256 of I(dest) before the restore (null if it did not exist).
+  description: sha256 of O(dest) before the restore (null if it did not exist).
   returned: state=restored
   type: str
 mode:
-  description: Mode of I(dest).
+  description: Mode of O(dest).
   returned: state=restored
   type: str
   sample: "0600"
@@ -334,30 +319,31 @@ mode:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.codeb.backup.plugins.module_utils import env_store
+from ansible_collections.codeb.backup.plugins.module_utils.env import jobs
+from ansible_collections.codeb.backup.plugins.module_utils.env.options import BACKUP_MODULE
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
-from ansible_collections.codeb.backup.plugins.module_utils.metrics import DEFAULT_TEXTFILE_DIR
+from ansible_collections.codeb.backup.plugins.module_utils.spec import argument_spec
+
+_STORE = ('root', 'project', 'environment', 'check_mode', 'lock_timeout', 'metrics_dir')
+_DEST = ('dest', 'owner', 'group', 'mode')
+
+
+def _run(p, check_mode):
+    """The core entry point for these parameters (each takes only what it uses)."""
+    params = dict(p, check_mode=check_mode)
+    common = dict((name, params[name]) for name in _STORE)
+    dest = dict((name, params[name]) for name in _DEST)
+    if p['state'] == 'restored':
+        return jobs.restore(version=p['version'], **dict(common, **dest))
+    if p['dest']:
+        return jobs.set_values(values=p['values'], **dict(common, **dest))
+    return jobs.backup(src=p['src'], content=p['content'], values=p['values'],
+                       trigger=p['trigger'], **common)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            project=dict(type='str', required=True),
-            environment=dict(type='str', default=env_store.DEFAULT_ENVIRONMENT),
-            root=dict(type='path', default=env_store.DEFAULT_ROOT),
-            state=dict(type='str', default='present', choices=['present', 'restored']),
-            src=dict(type='path'),
-            content=dict(type='str', no_log=True),
-            values=dict(type='dict', no_log=True),
-            trigger=dict(type='str', choices=list(env_store.TRIGGERS)),
-            version=dict(type='str', default='current'),
-            dest=dict(type='path'),
-            owner=dict(type='str'),
-            group=dict(type='str'),
-            mode=dict(type='raw', default='0600'),
-            lock_timeout=dict(type='float', default=60.0),
-            metrics_dir=dict(type='path', default=DEFAULT_TEXTFILE_DIR),
-        ),
+        argument_spec=argument_spec(BACKUP_MODULE),
         mutually_exclusive=[('src', 'content', 'values')],
         required_if=[
             ('state', 'present', ('src', 'content', 'values'), True),
@@ -371,23 +357,7 @@ def main():
                              'back the file up give src, to write a version use state=restored',
                          param='dest')
     try:
-        if p['state'] == 'present' and p['dest']:
-            result = env_store.set_values(
-                p['root'], p['project'], p['environment'], values=p['values'], dest=p['dest'],
-                owner=p['owner'], group=p['group'], mode=p['mode'],
-                check_mode=module.check_mode, lock_timeout=p['lock_timeout'],
-                metrics_dir=p['metrics_dir'])
-        elif p['state'] == 'present':
-            result = env_store.backup(
-                p['root'], p['project'], p['environment'], src=p['src'], content=p['content'],
-                values=p['values'], trigger=p['trigger'], check_mode=module.check_mode,
-                lock_timeout=p['lock_timeout'], metrics_dir=p['metrics_dir'])
-        else:
-            result = env_store.restore(
-                p['root'], p['project'], p['environment'], version=p['version'], dest=p['dest'],
-                owner=p['owner'], group=p['group'], mode=p['mode'],
-                check_mode=module.check_mode, lock_timeout=p['lock_timeout'],
-                metrics_dir=p['metrics_dir'])
+        result = _run(p, module.check_mode)
     except Exception as exc:  # every failure, whatever its type, as a result naming what failed
         module.fail_json(**as_backup_error(exc, 'env_backup').as_result())
     diff = result.pop('diff', None)

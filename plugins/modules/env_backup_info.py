@@ -13,10 +13,10 @@ version_added: "0.1.0"
 description:
   - Lists the versions recorded by M(codeb.backup.env_backup) for one project and environment,
     oldest first, each with its time, trigger, sha256, size and the names of keys added,
-    removed and changed (never values); the seed's C(we env backups).
+    removed and changed (never values); what C(codeb-backup env list) prints.
   - Also returns the store's files with their actual sha256, which is what a replica on the
     backup host is compared with.
-  - With I(verify=true) every file is hashed and compared with C(backup-log.json); a mismatch
+  - With O(verify=true) every file is hashed and compared with C(backup-log.json); a mismatch
     or a missing file fails the task.
   - Only evidence (a missing file, a different sha256) is reported in C(problems); a file or
     directory that cannot be read fails the task with the reason instead, and never makes a
@@ -28,21 +28,6 @@ description:
 author:
   - codeb.backup maintainers (@codeb)
 options:
-  project:
-    description:
-      - The project (one path component; letters, digits, C(_), C(-) and C(.)).
-    type: str
-    required: true
-  environment:
-    description:
-      - The environment.
-    type: str
-    default: production
-  root:
-    description:
-      - Root of the env store (an absolute path).
-    type: path
-    default: /opt/codeb/env-backup
   verify:
     description:
       - Fail unless every version, C(master.env) and C(current.env) match their sha256 in the log.
@@ -51,6 +36,7 @@ options:
 seealso:
   - module: codeb.backup.env_backup
 extends_documentation_fragment:
+  - codeb.backup.env
   - ansible.builtin.action_common_attributes
 attributes:
   diff_mode:
@@ -118,7 +104,7 @@ versions:
   elements: dict
   contains:
     version:
-      description: The version's UTC timestamp, what I(version) of M(codeb.backup.env_backup) takes.
+      description: The version's UTC timestamp, what O(codeb.backup.env_backup#module:version) takes.
       type: str
     file:
       description: File name in the store.
@@ -142,7 +128,7 @@ versions:
       description: Number of keys in the version.
       type: int
     source:
-      description: Where it came from (the I(src) path, C(content) or C(values)).
+      description: Where it came from (the O(codeb.backup.env_backup#module:src) path, V(content) or V(values)).
       type: str
     keys_added:
       description: Names of keys added against the previous version.
@@ -169,7 +155,7 @@ problems:
   type: list
   elements: str
 verified:
-  description: Whether I(verify) was requested (and therefore passed).
+  description: Whether O(verify) was requested (and therefore passed).
   returned: always
   type: bool
 available_environments:
@@ -181,23 +167,17 @@ available_environments:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.codeb.backup.plugins.module_utils import env_store
+from ansible_collections.codeb.backup.plugins.module_utils.env import jobs
+from ansible_collections.codeb.backup.plugins.module_utils.env.options import INFO_MODULE
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
+from ansible_collections.codeb.backup.plugins.module_utils.spec import argument_spec
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            project=dict(type='str', required=True),
-            environment=dict(type='str', default=env_store.DEFAULT_ENVIRONMENT),
-            root=dict(type='path', default=env_store.DEFAULT_ROOT),
-            verify=dict(type='bool', default=False),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=argument_spec(INFO_MODULE), supports_check_mode=True)
     p = module.params
     try:
-        result = env_store.listing(p['root'], p['project'], p['environment'], verify=p['verify'])
+        result = jobs.listing(p['root'], p['project'], p['environment'], verify=p['verify'])
     except Exception as exc:  # every failure, whatever its type, as a result naming what failed
         module.fail_json(**as_backup_error(exc, 'env_backup_info').as_result())
     module.exit_json(changed=False, **result)

@@ -11,39 +11,36 @@ module: slot_rollback
 short_description: Record blue-green deploys and rollbacks in a project's slot state
 version_added: "0.1.0"
 description:
-  - Keeps one JSON file per project with the blue-green slot state of the codeb design
+  - Keeps one JSON file per project with its blue-green slot state
     (C(projectName), C(teamId), C(activeSlot), C(blue) and C(green) with C(name), C(state),
-    C(version), C(deployedBy), C(dbSnapshot), C(redisSnapshot), C(envBackup), plus
+    C(version), C(deployedBy), C(dbSnapshot), C(redisSnapshot), C(envBackup), and on a slot
+    traffic was rolled back from C(rolledBackAt) and C(rolledBackBy), plus
     C(lastUpdated), a C(generation) counter and the last 20 events in C(history)).
-  - I(state=deployed) records I(version) into the inactive slot (blue for a project's first
+  - O(state=deployed) records O(version) into the inactive slot (blue for a project's first
     deploy) and makes it active; the previously active slot becomes C(grace), ready for a
     rollback.
-  - The snapshots given with a deploy (I(db_snapshot), I(redis_snapshot), I(env_backup)) were
+  - The snapshots given with a deploy (O(db_snapshot), O(redis_snapshot), O(env_backup)) were
     taken just before it, so they hold the data the previously active release ran with; they
     are recorded on that slot (on a first deploy, only in the history). A rollback to it with
     a restore brings back exactly the data it left behind.
-  - I(state=rolled_back) makes the other slot active, or the slot holding I(to_version). The
-    slot traffic left becomes C(rolled_back); when I(safety_db_snapshot) is given it becomes
+  - O(state=rolled_back) makes the other slot active, or the slot holding O(to_version). The
+    slot traffic left becomes C(rolled_back); when O(safety_db_snapshot) is given it becomes
     that slot's C(dbSnapshot), so a later roll-forward with a DB restore brings that data back.
-  - I(state=query) only reads.
+  - O(state=query) only reads.
   - This module records state; it does not move traffic or restore data. C(playbooks/rollback.yml)
     runs the whole sequence (preflight, safety snapshot, restores, M(codeb.backup.traffic_switch),
     then this module).
   - A rollback is refused, and nothing is changed, when the project is unknown, the target
-    slot is empty, I(to_version) is not in a slot, or a restore is asked for
-    (I(restore_db), I(restore_redis), I(restore_env)) and the target slot has no such snapshot
-    recorded.
+    slot is empty, O(to_version) is not in a slot, or a snapshot is required
+    (O(require_db_snapshot), O(require_redis_snapshot), O(require_env_backup)) and the target
+    slot has no such snapshot recorded. These options restore nothing; the caller, which is
+    about to restore that snapshot, makes sure it is recorded before anything changes.
   - Writes are atomic (temporary file, fsync, rename, directory fsync) and made under a
     per-project lock. Which slot is current is read from the file's C(activeSlot), never from
     file times.
 author:
   - codeb.backup contributors (@codeb)
 options:
-  project:
-    description:
-      - The project (one path component; letters, digits, C(_), C(-) and C(.)).
-    type: str
-    required: true
   state:
     description:
       - C(deployed) records a deploy, C(rolled_back) records a rollback, C(query) only reads.
@@ -57,23 +54,30 @@ options:
     default: /var/lib/codeb-backup/slots
   team_id:
     description:
-      - The C(teamId) to record (I(state=deployed)). Defaults to C(default) for a new project.
+      - The C(teamId) to record (O(state=deployed)). Defaults to C(default) for a new project.
     type: str
   version:
     description:
-      - The version being deployed. Required with I(state=deployed).
+      - The version being deployed. Required with O(state=deployed).
     type: str
   slot:
     description:
-      - With I(state=deployed), the slot the release was deployed into. It must be the
+      - With O(state=deployed), the slot the release was deployed into. It must be the
         inactive slot; the deploy is refused otherwise, so a concurrent deploy cannot make
         the state lie.
     type: str
     choices: [blue, green]
   deployed_by:
     description:
-      - Who deployed or rolled back (an API key id, a user name); recorded as C(deployedBy)
-        and in the history.
+      - With O(state=deployed), who deployed (an API key id, a user name); recorded as the
+        slot's C(deployedBy) and as the history event's C(by).
+      - With O(state=rolled_back) it is taken as O(rolled_back_by) when that is not given, as
+        before O(rolled_back_by) existed.
+    type: str
+  rolled_back_by:
+    description:
+      - With O(state=rolled_back), who rolled back; recorded as C(rolledBackBy) of the slot
+        traffic leaves and as the history event's C(by). The slot's C(deployedBy) is kept.
     type: str
   db_snapshot:
     description:
@@ -90,25 +94,32 @@ options:
     type: str
   to_version:
     description:
-      - With I(state=rolled_back), roll back to the slot holding this version instead of the
+      - With O(state=rolled_back), roll back to the slot holding this version instead of the
         other slot. If that slot is already active nothing changes, which makes the task
-        idempotent; without I(to_version), every run switches to the other slot.
+        idempotent; without O(to_version), every run switches to the other slot.
     type: str
-  restore_db:
+  require_db_snapshot:
     description:
-      - The rollback restores the database; refuse unless the target slot has a C(dbSnapshot).
+      - With O(state=rolled_back), refuse unless the target slot has a C(dbSnapshot) recorded;
+        set it when the caller restores that snapshot (C(playbooks/rollback.yml) with
+        C(-e restore_db=true) does). Restores nothing itself; the event's C(restored) lists it.
     type: bool
     default: false
-  restore_redis:
+    aliases: [restore_db]
+  require_redis_snapshot:
     description:
-      - The rollback restores Redis; refuse unless the target slot has a C(redisSnapshot).
+      - With O(state=rolled_back), refuse unless the target slot has a C(redisSnapshot)
+        recorded. Restores nothing itself.
     type: bool
     default: false
-  restore_env:
+    aliases: [restore_redis]
+  require_env_backup:
     description:
-      - The rollback restores the ENV file; refuse unless the target slot has an C(envBackup).
+      - With O(state=rolled_back), refuse unless the target slot has an C(envBackup) recorded.
+        Restores nothing itself.
     type: bool
     default: false
+    aliases: [restore_env]
   safety_db_snapshot:
     description:
       - Name of the snapshot of the current database taken just before the rollback restored
@@ -137,7 +148,7 @@ options:
   metrics_dir:
     description:
       - node_exporter textfile directory for the C(bluegreen_rollback) job metrics written by
-        I(state=rolled_back). An empty string disables them.
+        O(state=rolled_back). An empty string disables them.
     type: path
     default: /var/lib/prometheus/node-exporter
 notes:
@@ -147,6 +158,7 @@ seealso:
   - module: codeb.backup.traffic_switch
   - module: codeb.backup.pg_snapshot
 extends_documentation_fragment:
+  - codeb.backup.bluegreen
   - ansible.builtin.action_common_attributes
 attributes:
   platform:
@@ -167,11 +179,12 @@ EXAMPLES = r'''
     deployed_by: key_abc123
     db_snapshot: worb-2026-01-07T10:00:00.dump
 
-- name: Preflight a rollback with DB restore (writes nothing)
+- name: Preflight a rollback that will restore the database (writes nothing; refused unless
+    the target slot has a dbSnapshot recorded)
   codeb.backup.slot_rollback:
     project: worb
     state: rolled_back
-    restore_db: true
+    require_db_snapshot: true
   check_mode: true
   register: plan
 
@@ -185,6 +198,7 @@ EXAMPLES = r'''
     project: worb
     state: rolled_back
     to_version: v1.2.2
+    rolled_back_by: ops-oncall
     safety_db_snapshot: worb-2026-01-07T11:00:00.dump
 '''
 
@@ -239,68 +253,49 @@ size_bytes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.codeb.backup.plugins.module_utils import slot_state
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import slots
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen.options import (
+    DEPLOY_ONLY, ROLLBACK_ONLY, SLOT_ROLLBACK_MODULE)
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
+from ansible_collections.codeb.backup.plugins.module_utils.spec import argument_spec
 
-_ONLY_FOR = {
-    'version': 'deployed', 'slot': 'deployed', 'db_snapshot': 'deployed',
-    'redis_snapshot': 'deployed', 'env_backup': 'deployed', 'team_id': 'deployed',
-    'to_version': 'rolled_back', 'safety_db_snapshot': 'rolled_back',
-    'safety_env_backup': 'rolled_back', 'safety_redis_snapshot': 'rolled_back',
-    'expect_generation': 'rolled_back',
-}
+_ONLY_FOR = dict([(option.name, 'deployed') for option in DEPLOY_ONLY]
+                 + [(option.name, 'rolled_back') for option in ROLLBACK_ONLY])
+
+
+def _record(p, check_mode):
+    if p['state'] == 'deployed':
+        return slots.record_deploy(
+            p['state_dir'], p['project'], p['version'], check_mode=check_mode,
+            lock_timeout=p['lock_timeout'], deployed_by=p['deployed_by'],
+            db_snapshot=p['db_snapshot'] or None, redis_snapshot=p['redis_snapshot'] or None,
+            env_backup=p['env_backup'] or None, slot=p['slot'], team_id=p['team_id'])
+    if p['state'] == 'rolled_back':
+        require = [kind for kind, name in sorted(slots.REQUIRE_PARAMS.items()) if p[name]]
+        return slots.record_rollback(
+            p['state_dir'], p['project'], to_version=p['to_version'], require=require,
+            rolled_back_by=p['rolled_back_by'] or p['deployed_by'],
+            safety_db_snapshot=p['safety_db_snapshot'] or None,
+            expect_generation=p['expect_generation'], check_mode=check_mode,
+            lock_timeout=p['lock_timeout'], metrics_dir=p['metrics_dir'],
+            safety_env_backup=p['safety_env_backup'] or None,
+            safety_redis_snapshot=p['safety_redis_snapshot'] or None)
+    return slots.query(p['state_dir'], p['project'])
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            project=dict(type='str', required=True),
-            state=dict(type='str', default='query', choices=['deployed', 'rolled_back', 'query']),
-            state_dir=dict(type='path', default=slot_state.DEFAULT_STATE_DIR),
-            team_id=dict(type='str'),
-            version=dict(type='str'),
-            slot=dict(type='str', choices=list(slot_state.SLOTS)),
-            deployed_by=dict(type='str'),
-            db_snapshot=dict(type='str'),
-            redis_snapshot=dict(type='str'),
-            env_backup=dict(type='str'),
-            to_version=dict(type='str'),
-            restore_db=dict(type='bool', default=False),
-            restore_redis=dict(type='bool', default=False),
-            restore_env=dict(type='bool', default=False),
-            safety_db_snapshot=dict(type='str'),
-            safety_env_backup=dict(type='str'),
-            safety_redis_snapshot=dict(type='str'),
-            expect_generation=dict(type='int'),
-            lock_timeout=dict(type='float', default=60.0),
-            metrics_dir=dict(type='path', default='/var/lib/prometheus/node-exporter'),
-        ),
+        argument_spec=argument_spec(SLOT_ROLLBACK_MODULE),
         required_if=[('state', 'deployed', ['version'])],
         supports_check_mode=True,
     )
     p = module.params
-    for option, state in _ONLY_FOR.items():
+    for option, state in sorted(_ONLY_FOR.items()):
         if p[option] not in (None, '') and p['state'] != state:
             module.fail_json(msg='%s only applies to state=%s (state is %s)'
                              % (option, state, p['state']), param=option)
     try:
-        if p['state'] == 'deployed':
-            result = slot_state.record_deploy(
-                p['state_dir'], p['project'], p['version'], check_mode=module.check_mode,
-                lock_timeout=p['lock_timeout'], deployed_by=p['deployed_by'],
-                db_snapshot=p['db_snapshot'] or None, redis_snapshot=p['redis_snapshot'] or None,
-                env_backup=p['env_backup'] or None, slot=p['slot'], team_id=p['team_id'])
-        elif p['state'] == 'rolled_back':
-            require = [kind for kind in ('db', 'redis', 'env') if p['restore_%s' % kind]]
-            result = slot_state.record_rollback(
-                p['state_dir'], p['project'], to_version=p['to_version'], require=require,
-                rolled_back_by=p['deployed_by'], safety_db_snapshot=p['safety_db_snapshot'] or None,
-                expect_generation=p['expect_generation'], check_mode=module.check_mode,
-                lock_timeout=p['lock_timeout'], metrics_dir=p['metrics_dir'],
-                safety_env_backup=p['safety_env_backup'] or None,
-                safety_redis_snapshot=p['safety_redis_snapshot'] or None)
-        else:
-            result = slot_state.query(p['state_dir'], p['project'])
+        result = _record(p, module.check_mode)
     except Exception as exc:  # every failure, whatever its type, as a result naming what failed
         module.fail_json(**as_backup_error(exc, 'slot_rollback').as_result())
     diff = result.pop('diff')

@@ -14,17 +14,17 @@ description:
   - nginx has two upstreams per project, C(codeb_<project>_blue) and C(codeb_<project>_green)
     (templated by the C(codeb.backup.bluegreen) role), and the project's server block includes
     C(<include_dir>/<project>-active.conf), which holds the C(proxy_pass) to the active one.
-  - I(state=switched) rewrites that include atomically (temporary file, fsync, rename), runs
+  - O(state=switched) rewrites that include atomically (temporary file, fsync, rename), runs
     C(nginx -t) with the real configuration and reloads nginx, then waits until nginx runs
     workers with the new configuration. If C(nginx -t) fails, the previous include is put
     back and nothing is reloaded, so traffic stays where it was, and the task fails with
     nginx's message.
-  - I(state=present) creates the include pointing at I(slot) only when none exists (a
+  - O(state=present) creates the include pointing at O(slot) only when none exists (a
     role's first run); it never switches an existing one and does not reload.
-  - I(state=query) reports the slot nginx serves (the last applied switch) and changes nothing.
+  - O(state=query) reports the slot nginx serves (the last applied switch) and changes nothing.
   - The include is written before C(nginx -t) and the reload, so it alone does not tell what
     nginx serves. Only after a successful reload does the switch record what nginx applied
-    (slot and sha256 of the include) in I(state_dir). A switch changes nothing only when the
+    (slot and sha256 of the include) in O(state_dir). A switch changes nothing only when the
     include and that record agree; a switch killed after writing the include but before the
     reload therefore is tested and reloaded again by the next run. If the record cannot be
     written after a reload, the previous include is put back and nginx reloaded again.
@@ -33,19 +33,14 @@ description:
 author:
   - codeb.backup contributors (@codeb)
 options:
-  project:
-    description:
-      - The project (one path component; letters, digits, C(_), C(-) and C(.)).
-    type: str
-    required: true
   slot:
     description:
-      - The slot to send traffic to. Required unless I(state=query).
+      - The slot to send traffic to. Required unless O(state=query).
     type: str
     choices: [blue, green]
   state:
     description:
-      - C(switched) points traffic at I(slot); C(present) only creates a missing include;
+      - C(switched) points traffic at O(slot); C(present) only creates a missing include;
         C(query) reads.
     type: str
     choices: [switched, present, query]
@@ -104,6 +99,7 @@ notes:
 seealso:
   - module: codeb.backup.slot_rollback
 extends_documentation_fragment:
+  - codeb.backup.bluegreen
   - ansible.builtin.action_common_attributes
 attributes:
   platform:
@@ -177,57 +173,37 @@ nginx_output:
   type: str
 '''
 
-import os
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.codeb.backup.plugins.module_utils import traffic
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import traffic
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen.options import TRAFFIC_SWITCH_MODULE
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
+from ansible_collections.codeb.backup.plugins.module_utils.spec import argument_spec
+
+
+def _run(p, check_mode):
+    if p['state'] == 'switched':
+        return traffic.switch(
+            p['project'], p['slot'], include_dir=p['include_dir'],
+            nginx_binary=p['nginx_binary'], nginx_conf=p['nginx_conf'],
+            nginx_prefix=p['nginx_prefix'], pid_file=p['pid_file'], check_mode=check_mode,
+            lock_timeout=p['lock_timeout'], reload_timeout=p['reload_timeout'],
+            state_dir=p['state_dir'], metrics_dir=p['metrics_dir'])
+    if p['state'] == 'present':
+        return traffic.ensure_include(p['project'], p['slot'], include_dir=p['include_dir'],
+                                      check_mode=check_mode)
+    return traffic.query(p['include_dir'], p['project'], p['state_dir'])
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            project=dict(type='str', required=True),
-            slot=dict(type='str', choices=list(traffic.SLOTS)),
-            state=dict(type='str', default='switched', choices=['switched', 'present', 'query']),
-            include_dir=dict(type='path', default=traffic.DEFAULT_INCLUDE_DIR),
-            nginx_binary=dict(type='path', default=traffic.DEFAULT_NGINX_BINARY),
-            nginx_conf=dict(type='path', default=traffic.DEFAULT_NGINX_CONF),
-            nginx_prefix=dict(type='path'),
-            pid_file=dict(type='path', default=traffic.DEFAULT_PID_FILE),
-            state_dir=dict(type='path', default=traffic.DEFAULT_STATE_DIR),
-            metrics_dir=dict(type='path', default='/var/lib/prometheus/node-exporter'),
-            reload_timeout=dict(type='float', default=traffic.DEFAULT_RELOAD_TIMEOUT),
-            lock_timeout=dict(type='float', default=60.0),
-        ),
+        argument_spec=argument_spec(TRAFFIC_SWITCH_MODULE),
         required_if=[('state', 'switched', ['slot']), ('state', 'present', ['slot'])],
         supports_check_mode=True,
     )
     p = module.params
     try:
-        if p['state'] == 'switched':
-            result = traffic.switch(
-                p['project'], p['slot'], include_dir=p['include_dir'],
-                nginx_binary=p['nginx_binary'], nginx_conf=p['nginx_conf'],
-                nginx_prefix=p['nginx_prefix'], pid_file=p['pid_file'],
-                check_mode=module.check_mode, lock_timeout=p['lock_timeout'],
-                reload_timeout=p['reload_timeout'], state_dir=p['state_dir'],
-                metrics_dir=p['metrics_dir'])
-        elif p['state'] == 'present':
-            result = traffic.ensure_include(p['project'], p['slot'], include_dir=p['include_dir'],
-                                            check_mode=module.check_mode)
-        else:
-            started = time.monotonic()
-            now = traffic.status(p['include_dir'], p['project'], p['state_dir'])
-            active, path = now['slot'], now['include']
-            result = dict(now, changed=False, previous_slot=active,
-                          duration_seconds=round(time.monotonic() - started, 4),
-                          size_bytes=os.path.getsize(path) if os.path.exists(path) else 0,
-                          diff=None)
-            if active:
-                result['upstream'] = traffic.upstream_name(p['project'], active)
+        result = _run(p, module.check_mode)
     except Exception as exc:  # every failure, whatever its type, as a result naming what failed
         module.fail_json(**as_backup_error(exc, 'traffic_switch').as_result())
     diff = result.pop('diff')

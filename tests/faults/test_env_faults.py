@@ -16,7 +16,7 @@ import stat
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import envfile
+from ansible_collections.codeb.backup.plugins.module_utils.env import envfile
 from faults import harness
 
 PROJECT = 'worb'

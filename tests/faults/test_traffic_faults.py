@@ -1,4 +1,4 @@
-"""Fault injection for the blue-green traffic switch and the slot state (issue 9).
+"""Fault injection for the blue-green traffic switch and the slot state.
 
 A real nginx (tests/helpers/bluegreen.py) proxies to two tiny apps on loopback that answer
 ``blue`` and ``green``. The switch runs as the host command (``codeb-backup
@@ -19,7 +19,8 @@ import tempfile
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import durable, slot_state, traffic
+from ansible_collections.codeb.backup.plugins.module_utils import durable
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import slots, traffic
 from faults import harness
 from helpers.bluegreen import App, Nginx, http_get
 from helpers.servers import free_port
@@ -251,8 +252,8 @@ import sys
 sys.path.insert(0, %(faults)r)
 import killer
 killer.install(%(op)r, %(nth)d, %(after)r)
-from ansible_collections.codeb.backup.plugins.module_utils import slot_state
-slot_state.record_deploy(%(state_dir)r, %(project)r, %(version)r)
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import slots
+slots.record_deploy(%(state_dir)r, %(project)r, %(version)r)
 '''
 
 
@@ -268,8 +269,8 @@ def _record_killed(state_dir, version, point):
 
 def test_slot_state_write_killed_at_rename_stays_valid_and_is_cleaned(base):
     state_dir = os.path.join(base, 'slots')
-    slot_state.record_deploy(state_dir, PROJECT, 'v0')
-    path = slot_state.state_path(state_dir, PROJECT)
+    slots.record_deploy(state_dir, PROJECT, 'v0')
+    path = slots.state_path(state_dir, PROJECT)
     rng = harness.rng('slot-state-kill')
     version = 0
     for trial in range(max(harness.TRIALS, 15)):
@@ -291,7 +292,7 @@ def test_slot_state_write_killed_at_rename_stays_valid_and_is_cleaned(base):
             assert stale, (point, os.listdir(state_dir))    # a killed write left one
         # the next write of the state, under its lock, removes them
         version += 1
-        slot_state.record_deploy(state_dir, PROJECT, 'v%d' % version)
+        slots.record_deploy(state_dir, PROJECT, 'v%d' % version)
         assert [n for n in os.listdir(state_dir) if n.startswith(durable.TEMP_PREFIX)] == []
-        assert slot_state.load(state_dir, PROJECT)[
-            slot_state.load(state_dir, PROJECT)['activeSlot']]['version'] == 'v%d' % version
+        assert slots.load(state_dir, PROJECT)[
+            slots.load(state_dir, PROJECT)['activeSlot']]['version'] == 'v%d' % version

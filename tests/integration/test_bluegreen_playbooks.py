@@ -13,7 +13,8 @@ import tempfile
 import pytest
 import yaml
 
-from ansible_collections.codeb.backup.plugins.module_utils import durable, traffic
+from ansible_collections.codeb.backup.plugins.module_utils import durable
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import traffic
 from helpers.ansible_runner import ROOT, run_playbook
 from helpers.bluegreen import App, Nginx, http_get
 from helpers.servers import RedisServer, free_port
@@ -327,13 +328,15 @@ def test_refusals_change_nothing(site):
 
 
 def _task_results(out, name):
+    """Results of the task called ``name`` (a role's task is reported as "<role> : name")."""
     return [result for play in out['plays'] for task in play['tasks']
-            if task['task']['name'] == name for result in task['hosts'].values()]
+            if task['task']['name'].split(' : ', 1)[-1] == name
+            for result in task['hosts'].values()]
 
 
 def test_no_app_hosts_in_the_inventory_fails_loudly(tmp_path):
-    """Issue 9 #14: rollback.yml (and deploy.yml) against an inventory without codeb_app
-    exited 0 having done nothing. It must fail and name the inventory."""
+    """rollback.yml (and deploy.yml) against an inventory without codeb_app must fail
+    and name the inventory, never exit 0 having done nothing."""
     inventory = tmp_path / 'hosts.yml'
     inventory.write_text('all:\n  hosts:\n    db1:\n      ansible_connection: local\n')
     for playbook in (ROLLBACK, DEPLOY):
@@ -355,7 +358,7 @@ def test_check_mode_predicts_and_an_interrupted_switch_is_finished(site):
     site.deploy('v1')
     site.deploy('v2')
     state, rows, backups = site.state(), site.rows(), site.backups()
-    # Issue 9 #15: --check reported "database restored from ..., safety snapshot X" for
+    # --check once reported "database restored from ..., safety snapshot X" for
     # files that do not exist
     rc, out, err = run_playbook(ROLLBACK, inventory='localhost,', check=True,
                                 extra_vars=dict(site.vars, restore_db=True))
@@ -366,7 +369,7 @@ def test_check_mode_predicts_and_an_interrupted_switch_is_finished(site):
     assert site.state() == state and site.rows() == rows and site.backups() == backups
     assert http_get(site.port) == 'v2'
 
-    # Issue 9 #11: a rollback whose switch was killed after it wrote the include, before
+    # A rollback whose switch was killed after it wrote the include, before
     # nginx reloaded: nginx still serves v2, and the next rollback must really switch
     include = traffic.include_path(site.nginx.include_dir, site.project)
     durable.atomic_write_bytes(include, traffic.render_include(site.project, 'blue').encode(),
@@ -391,7 +394,7 @@ def test_check_mode_predicts_and_an_interrupted_switch_is_finished(site):
 
 
 def test_safety_snapshots_leave_the_daily_snapshot_metrics_alone(site):
-    """Issue 9 #8: deploy and rollback safety snapshots wrote kind="pg_snapshot", hiding a
+    """Deploy and rollback safety snapshots once wrote kind="pg_snapshot", hiding a
     failing daily snapshot job of the same database."""
     metrics_dir = site.vars['bluegreen_metrics_dir']
     os.makedirs(metrics_dir, exist_ok=True)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from helpers.ansible_runner import ROOT, run_module, run_playbook
+from helpers.trees import file_contents
 
 CANARY = 'CANARY-7f3a9c1e-do-not-print'
 APP_ENV = ('# worb production\n'
@@ -30,16 +31,6 @@ def sha(data):
 
 def mode_of(path):
     return stat.S_IMODE(os.stat(path).st_mode)
-
-
-def tree(path):
-    out = {}
-    for base, _dirs, files in os.walk(path):
-        for name in files:
-            full = os.path.join(base, name)
-            with open(full, 'rb') as handle:
-                out[os.path.relpath(full, path)] = handle.read()
-    return out
 
 
 @pytest.fixture
@@ -57,7 +48,7 @@ def test_module_present_is_idempotent_and_check_mode_writes_nothing(tmp_path, st
     assert 'duration_seconds' in first
     second = run_module('codeb.backup.env_backup', dict(store, content=APP_ENV))
     assert second['changed'] is False and second['version'] == first['version']
-    before = tree(store['root'])
+    before = file_contents(store['root'])
     diff = run_module('codeb.backup.env_backup',
                       dict(store, values={'SMTP_PASSWORD': 'x-' + CANARY, 'NEW': '1'}),
                       check=True, diff=True)
@@ -65,7 +56,7 @@ def test_module_present_is_idempotent_and_check_mode_writes_nothing(tmp_path, st
     assert diff['keys_changed'] == ['SMTP_PASSWORD'] and diff['keys_added'] == ['NEW']
     assert 'SMTP_PASSWORD=********  # changed' in diff['diff']['after']
     assert CANARY not in json.dumps(diff)
-    assert tree(store['root']) == before
+    assert file_contents(store['root']) == before
 
 
 def test_module_restore_versions_with_mode_and_diff(tmp_path, store):
@@ -275,8 +266,8 @@ def test_role_backs_up_installs_cron_and_replicates_verified(tmp_path):
     assert _changed(out) > 0
     app_store = str(tmp_path / 'app-store')
     replica = str(tmp_path / 'backup-host' / 'env-backup')
-    assert tree(replica) == {k: v for k, v in tree(app_store).items()
-                             if not k.endswith('.env-backup.lock')}
+    assert file_contents(replica) == {k: v for k, v in file_contents(app_store).items()
+                                      if not k.endswith('.env-backup.lock')}
     assert mode_of(os.path.join(replica, 'worb', 'production')) == 0o700
     assert mode_of(os.path.join(replica, 'worb', 'production', 'master.env')) == 0o600
     assert not [n for n in os.listdir(str(tmp_path)) if n.startswith('codeb-env-')]
@@ -309,8 +300,8 @@ def test_role_backs_up_installs_cron_and_replicates_verified(tmp_path):
     rc, out, err = _apply_role(tmp_path, files)
     assert rc == 0, err
     assert _changed(out) > 0
-    assert tree(replica) == {k: v for k, v in tree(app_store).items()
-                             if not k.endswith('.env-backup.lock')}
+    assert file_contents(replica) == {k: v for k, v in file_contents(app_store).items()
+                                      if not k.endswith('.env-backup.lock')}
     log = json.loads(open(os.path.join(replica, 'worb', 'production', 'backup-log.json')).read())
     assert [v['trigger'] for v in log['versions']] == ['manual', 'daily']
     prom = tmp_path / 'metrics' / 'codeb_backup_env_worb_production.prom'

@@ -8,7 +8,8 @@ import tempfile
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import durable, traffic
+from ansible_collections.codeb.backup.plugins.module_utils import durable
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import traffic
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from helpers.ansible_runner import run_module
 from helpers.bluegreen import App, Nginx, http_get
@@ -161,7 +162,7 @@ def _status(nginx, project='worb'):
 
 
 def test_switch_interrupted_before_the_reload_is_finished_by_the_next_switch(site):
-    """Issue 9 #11: a switch killed after it wrote the include but before nginx reloaded.
+    """A switch killed after it wrote the include but before nginx reloaded.
     The include says green, nginx still serves blue; the retry must test and reload, and
     the status must tell what nginx serves, not what the include says."""
     nginx, port = site
@@ -186,3 +187,19 @@ def test_switch_interrupted_before_the_reload_is_finished_by_the_next_switch(sit
                                                            slot='green'))
     assert again['changed'] is False, again
     assert http_get(port) == 'green-v2'
+
+
+def test_removing_a_killed_switchs_temporary_is_a_change(site):
+    """``changed`` is true exactly when something was written: a switch with nothing to
+    switch still removes the temporary include a killed switch left, and says so."""
+    nginx, port = site
+    traffic.switch('worb', 'blue', **nginx.module_args)
+    assert traffic.switch('worb', 'blue', **nginx.module_args)['changed'] is False
+    path = os.path.join(nginx.include_dir, 'worb-active.conf')
+    stale = durable.temp_path(path)
+    with open(stale, 'w') as handle:
+        handle.write('proxy_pass http://codeb_worb_gr')
+    assert traffic.switch('worb', 'blue', **nginx.module_args)['changed'] is True
+    assert not os.path.exists(stale)
+    assert traffic.switch('worb', 'blue', **nginx.module_args)['changed'] is False
+    assert http_get(port) == 'blue-v1'

@@ -1,4 +1,4 @@
-"""Unit tests of the blue-green slot state (plugins/module_utils/slot_state.py)."""
+"""Unit tests of the blue-green slot state (plugins/module_utils/slots.py)."""
 
 from __future__ import annotations
 
@@ -9,27 +9,18 @@ import time
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import slot_state
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import cli as bluegreen_cli
+from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import slots
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
+from helpers.trees import file_contents
 
 
 def _deploy(state_dir, version, db=None, **kw):
-    return slot_state.record_deploy(str(state_dir), 'worb', version, db_snapshot=db, **kw)
+    return slots.record_deploy(str(state_dir), 'worb', version, db_snapshot=db, **kw)
 
 
-def _snapshot_tree(path):
-    """Names and contents of every file under ``path`` (to prove nothing changed)."""
-    found = {}
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            full = os.path.join(root, name)
-            with open(full, 'rb') as handle:
-                found[os.path.relpath(full, path)] = handle.read()
-    return found
-
-
-def test_first_deploy_goes_to_blue_with_seed_schema(tmp_path):
+def test_first_deploy_goes_to_blue_with_the_slot_state_schema(tmp_path):
     result = _deploy(tmp_path, 'v1', db='worb-2026-01-07T10:00:00.dump', deployed_by='key_abc123',
                      redis_snapshot='worb-2026-01-07T10:00:00.rdb', env_backup='2026-01-07T10:00:00',
                      team_id='team1')
@@ -71,19 +62,19 @@ def test_second_deploy_alternates_and_old_becomes_grace(tmp_path):
 
 def test_same_deploy_twice_is_idempotent(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
-    before = _snapshot_tree(tmp_path)
+    before = file_contents(tmp_path)
     again = _deploy(tmp_path, 'v1', db='s1')
     assert again['changed'] is False
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 def test_deploy_into_active_slot_is_refused_and_changes_nothing(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
-    before = _snapshot_tree(tmp_path)
+    before = file_contents(tmp_path)
     with pytest.raises(BackupError) as info:
         _deploy(tmp_path, 'v2', db='s2', slot='blue')
     assert info.value.param == 'slot' and 'inactive slot green' in info.value.msg
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 def test_check_mode_predicts_and_writes_nothing(tmp_path):
@@ -92,21 +83,21 @@ def test_check_mode_predicts_and_writes_nothing(tmp_path):
     assert os.listdir(str(tmp_path)) == []
     _deploy(tmp_path, 'v1', db='s1')
     _deploy(tmp_path, 'v2', db='s2')
-    before = _snapshot_tree(tmp_path)
-    plan = slot_state.record_rollback(str(tmp_path), 'worb', require=['db'], check_mode=True,
-                                      metrics_dir=str(tmp_path / 'metrics'))
+    before = file_contents(tmp_path)
+    plan = slots.record_rollback(str(tmp_path), 'worb', require=['db'], check_mode=True,
+                                 metrics_dir=str(tmp_path / 'metrics'))
     assert plan['changed'] and plan['rollback']['target_slot'] == 'blue'
     assert plan['rollback']['db_snapshot'] == 's2'
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 def test_rollback_and_roll_forward_with_safety_snapshot(tmp_path):
     metrics_dir = tmp_path / 'metrics'
     _deploy(tmp_path, 'v1', db='s1')
     _deploy(tmp_path, 'v2', db='s2')
-    result = slot_state.record_rollback(str(tmp_path), 'worb', require=['db'],
-                                        safety_db_snapshot='safety1', rolled_back_by='ops',
-                                        metrics_dir=str(metrics_dir))
+    result = slots.record_rollback(str(tmp_path), 'worb', require=['db'],
+                                   safety_db_snapshot='safety1', rolled_back_by='ops',
+                                   metrics_dir=str(metrics_dir))
     state = result['slot_state']
     assert result['changed'] and state['activeSlot'] == 'blue'
     assert state['blue']['state'] == 'active' and state['green']['state'] == 'rolled_back'
@@ -116,8 +107,8 @@ def test_rollback_and_roll_forward_with_safety_snapshot(tmp_path):
     assert state['history'][-1]['safetySnapshot'] == 'safety1'
     assert os.listdir(str(metrics_dir)) == ['codeb_backup_bluegreen_rollback_worb.prom']
     # roll forward again
-    forward = slot_state.record_rollback(str(tmp_path), 'worb', require=['db'],
-                                         metrics_dir=str(metrics_dir))
+    forward = slots.record_rollback(str(tmp_path), 'worb', require=['db'],
+                                    metrics_dir=str(metrics_dir))
     assert forward['rollback']['target_slot'] == 'green'
     assert forward['rollback']['db_snapshot'] == 'safety1'
     assert forward['slot_state']['activeSlot'] == 'green'
@@ -126,73 +117,73 @@ def test_rollback_and_roll_forward_with_safety_snapshot(tmp_path):
 def test_rollback_records_safety_env_and_redis(tmp_path):
     _deploy(tmp_path, 'v1')
     _deploy(tmp_path, 'v2', env_backup='2026-01-07T10:00:00', redis_snapshot='dump-a.rdb')
-    result = slot_state.record_rollback(str(tmp_path), 'worb', require=['env', 'redis'],
-                                        metrics_dir='', safety_env_backup='2026-01-07T11:00:00',
-                                        safety_redis_snapshot='dump-b.rdb')
+    result = slots.record_rollback(str(tmp_path), 'worb', require=['env', 'redis'],
+                                   metrics_dir='', safety_env_backup='2026-01-07T11:00:00',
+                                   safety_redis_snapshot='dump-b.rdb')
     assert result['rollback']['env_backup'] == '2026-01-07T10:00:00'
     assert result['rollback']['redis_snapshot'] == 'dump-a.rdb'
     assert result['slot_state']['green']['envBackup'] == '2026-01-07T11:00:00'
     assert result['slot_state']['green']['redisSnapshot'] == 'dump-b.rdb'
     for param in ('safety_env_backup', 'safety_redis_snapshot'):
         with pytest.raises(BackupError) as info:
-            slot_state.record_rollback(str(tmp_path), 'worb', metrics_dir='', **{param: '../x'})
+            slots.record_rollback(str(tmp_path), 'worb', metrics_dir='', **{param: '../x'})
         assert info.value.param == param
 
 
 def test_to_version_is_idempotent(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
     _deploy(tmp_path, 'v2', db='s2')
-    first = slot_state.record_rollback(str(tmp_path), 'worb', to_version='v1', metrics_dir='')
+    first = slots.record_rollback(str(tmp_path), 'worb', to_version='v1', metrics_dir='')
     assert first['changed'] and first['slot'] == 'blue'
-    before = _snapshot_tree(tmp_path)
-    second = slot_state.record_rollback(str(tmp_path), 'worb', to_version='v1', metrics_dir='')
+    before = file_contents(tmp_path)
+    second = slots.record_rollback(str(tmp_path), 'worb', to_version='v1', metrics_dir='')
     assert second['changed'] is False
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 @pytest.mark.parametrize('kwargs, param, words', [
     (dict(to_version='v9'), 'to_version', 'not in the history'),
     (dict(to_version='v0'), 'to_version', 'no longer in a slot'),
     (dict(to_version='../../etc'), 'to_version', 'not allowed'),
-    (dict(require=['redis']), 'restore_redis', 'no redisSnapshot'),
-    (dict(require=['env']), 'restore_env', 'no envBackup'),
+    (dict(require=['redis']), 'require_redis_snapshot', 'no redisSnapshot'),
+    (dict(require=['env']), 'require_env_backup', 'no envBackup'),
     (dict(expect_generation=1), 'expect_generation', 'changed since the preflight'),
 ])
 def test_rollback_refusals_change_nothing(tmp_path, kwargs, param, words):
     _deploy(tmp_path, 'v0', db='s0')
     _deploy(tmp_path, 'v1', db='s1')
     _deploy(tmp_path, 'v2', db='s2')
-    before = _snapshot_tree(tmp_path)
+    before = file_contents(tmp_path)
     with pytest.raises(BackupError) as info:
-        slot_state.record_rollback(str(tmp_path), 'worb', metrics_dir='', **kwargs)
+        slots.record_rollback(str(tmp_path), 'worb', metrics_dir='', **kwargs)
     assert info.value.param == param
     assert words in info.value.msg
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 def test_rollback_refused_when_target_slot_empty(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
-    before = _snapshot_tree(tmp_path)
+    before = file_contents(tmp_path)
     with pytest.raises(BackupError) as info:
-        slot_state.record_rollback(str(tmp_path), 'worb', metrics_dir='')
+        slots.record_rollback(str(tmp_path), 'worb', metrics_dir='')
     assert 'slot green' in info.value.msg and 'empty' in info.value.msg
     assert info.value.param == 'project'
-    assert _snapshot_tree(tmp_path) == before
+    assert file_contents(tmp_path) == before
 
 
 def test_rollback_refused_when_db_snapshot_missing(tmp_path):
     _deploy(tmp_path, 'v1', db='s1')
     _deploy(tmp_path, 'v2')          # deployed without a DB snapshot: v1's data not kept
     with pytest.raises(BackupError) as info:
-        slot_state.record_rollback(str(tmp_path), 'worb', require=['db'], metrics_dir='')
-    assert info.value.param == 'restore_db' and 'no dbSnapshot' in info.value.msg
+        slots.record_rollback(str(tmp_path), 'worb', require=['db'], metrics_dir='')
+    assert info.value.param == 'require_db_snapshot' and 'no dbSnapshot' in info.value.msg
 
 
 @pytest.mark.parametrize('project', ['../etc', 'a/b', '..', '-rf', ''])
 def test_traversal_project_names_refused(tmp_path, project):
-    for call in (lambda: slot_state.record_deploy(str(tmp_path), project, 'v1'),
-                 lambda: slot_state.record_rollback(str(tmp_path), project, metrics_dir=''),
-                 lambda: slot_state.query(str(tmp_path), project)):
+    for call in (lambda: slots.record_deploy(str(tmp_path), project, 'v1'),
+                 lambda: slots.record_rollback(str(tmp_path), project, metrics_dir=''),
+                 lambda: slots.query(str(tmp_path), project)):
         with pytest.raises(BackupError) as info:
             call()
         assert info.value.param == 'project'
@@ -206,23 +197,23 @@ def test_bad_deploy_fields_refused(tmp_path, field, value):
     version = value if field == 'version' else 'v1'
     kwargs = {} if field == 'version' else {field: value}
     with pytest.raises(BackupError) as info:
-        slot_state.record_deploy(str(tmp_path), 'worb', version, **kwargs)
+        slots.record_deploy(str(tmp_path), 'worb', version, **kwargs)
     assert info.value.param == field
     assert os.listdir(str(tmp_path)) == []
 
 
 def test_unknown_project_is_named(tmp_path):
     with pytest.raises(BackupError) as info:
-        slot_state.record_rollback(str(tmp_path), 'nosuch', metrics_dir=str(tmp_path / 'm'))
+        slots.record_rollback(str(tmp_path), 'nosuch', metrics_dir=str(tmp_path / 'm'))
     assert info.value.param == 'project' and "unknown project 'nosuch'" in info.value.msg
     assert os.listdir(str(tmp_path)) == []
-    assert slot_state.query(str(tmp_path), 'nosuch')['exists'] is False
+    assert slots.query(str(tmp_path), 'nosuch')['exists'] is False
 
 
 def test_corrupt_or_foreign_state_file_is_refused_untouched(tmp_path):
     path = tmp_path / 'worb.json'
     for content in ('{not json', json.dumps({'projectName': 'other'}),
-                    json.dumps(dict(slot_state.empty_state('worb'), activeSlot='red'))):
+                    json.dumps(dict(slots.empty_state('worb'), activeSlot='red'))):
         path.write_text(content)
         with pytest.raises(BackupError) as info:
             _deploy(tmp_path, 'v1')
@@ -235,16 +226,16 @@ def test_active_slot_is_not_taken_from_file_times(tmp_path):
     _deploy(tmp_path, 'v2', db='s2')
     path = str(tmp_path / 'worb.json')
     os.utime(path, (0, 0))
-    assert slot_state.query(str(tmp_path), 'worb')['summary']['active_version'] == 'v2'
+    assert slots.query(str(tmp_path), 'worb')['summary']['active_version'] == 'v2'
 
 
 def test_history_is_short(tmp_path):
-    for number in range(slot_state.HISTORY_SIZE + 5):
+    for number in range(slots.HISTORY_SIZE + 5):
         _deploy(tmp_path, 'v%d' % number)
-    state = slot_state.query(str(tmp_path), 'worb')['slot_state']
-    assert len(state['history']) == slot_state.HISTORY_SIZE
-    assert state['history'][-1]['version'] == 'v%d' % (slot_state.HISTORY_SIZE + 4)
-    assert state['generation'] == slot_state.HISTORY_SIZE + 5
+    state = slots.query(str(tmp_path), 'worb')['slot_state']
+    assert len(state['history']) == slots.HISTORY_SIZE
+    assert state['history'][-1]['version'] == 'v%d' % (slots.HISTORY_SIZE + 4)
+    assert state['generation'] == slots.HISTORY_SIZE + 5
 
 
 def _hold_lock(path, ready, seconds):
@@ -266,13 +257,13 @@ def test_concurrent_change_waits_then_fails_clearly(tmp_path):
         assert 'slot state change of project worb' in info.value.msg
     finally:
         holder.join()
-    assert slot_state.query(str(tmp_path), 'worb')['summary']['active_version'] == 'v1'
+    assert slots.query(str(tmp_path), 'worb')['summary']['active_version'] == 'v1'
 
 
 def _cli_parser():
     import argparse
     parser = argparse.ArgumentParser()
-    slot_state.register_cli(parser.add_subparsers(dest='command'))
+    bluegreen_cli.register_cli(parser.add_subparsers(dest='command'))
     return parser
 
 
@@ -289,7 +280,7 @@ def test_cli_status(tmp_path):
 
 
 def test_next_write_removes_only_this_projects_stale_temporaries(tmp_path):
-    """Issue 9 #15: a write killed before its rename leaves ``.tmp-<project>.json.*``;
+    """A write killed before its rename leaves ``.tmp-<project>.json.*``;
     the next write of that state, under its lock, removes it, and only its own."""
     _deploy(tmp_path, 'v1')
     stale = tmp_path / '.tmp-worb.json.k1ll3d_x'
@@ -302,7 +293,7 @@ def test_next_write_removes_only_this_projects_stale_temporaries(tmp_path):
     names = sorted(os.listdir(str(tmp_path)))
     assert '.tmp-worb.json.k1ll3d_x' not in names
     assert '.tmp-worb.json.json.abc123de' in names and '.tmp-worbx.json.abc123de' in names
-    assert slot_state.load(str(tmp_path), 'worb')['green']['version'] == 'v2'
+    assert slots.load(str(tmp_path), 'worb')['green']['version'] == 'v2'
 
 
 def _prom(metrics_dir):
@@ -319,14 +310,14 @@ def test_rollback_failure_of_any_kind_records_status_0(tmp_path, monkeypatch):
     state_dir = tmp_path / 'slots'
     _deploy(state_dir, 'v1')
     _deploy(state_dir, 'v2')
-    slot_state.record_rollback(str(state_dir), 'worb', metrics_dir=str(metrics_dir))
+    slots.record_rollback(str(state_dir), 'worb', metrics_dir=str(metrics_dir))
     assert 'codeb_backup_last_status{kind="bluegreen_rollback",target="worb"} 1' in _prom(metrics_dir)
 
     def full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, 'No space left on device', path)
     monkeypatch.setattr(durable, 'atomic_write_json', full)
     with pytest.raises(BackupError) as info:
-        slot_state.record_rollback(str(state_dir), 'worb', metrics_dir=str(metrics_dir))
+        slots.record_rollback(str(state_dir), 'worb', metrics_dir=str(metrics_dir))
     assert 'full' in info.value.msg
     monkeypatch.undo()
     prom = _prom(metrics_dir)
@@ -339,7 +330,45 @@ def test_unwritable_metrics_never_hide_the_rollbacks_own_error(tmp_path):
     metrics_file = tmp_path / 'not-a-dir'
     metrics_file.write_text('')
     with pytest.raises(BackupError) as info:
-        slot_state.record_rollback(str(tmp_path / 'slots'), 'worb',
-                                   metrics_dir=str(metrics_file / 'sub'))
+        slots.record_rollback(str(tmp_path / 'slots'), 'worb',
+                              metrics_dir=str(metrics_file / 'sub'))
     assert 'target slot green' in info.value.msg and 'empty' in info.value.msg
     assert info.value.details.get('metrics_error')
+
+
+def test_rollback_records_who_rolled_back_apart_from_who_deployed(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1', deployed_by='key_v1')
+    _deploy(tmp_path, 'v2', db='s2', deployed_by='key_v2')
+    state = slots.record_rollback(str(tmp_path), 'worb', rolled_back_by='oncall',
+                                  metrics_dir='')['slot_state']
+    assert state['green']['rolledBackBy'] == 'oncall'
+    assert state['green']['deployedBy'] == 'key_v2'      # no longer overwritten by the rollback
+    assert state['history'][-1]['by'] == 'oncall'
+    # a deploy into that slot starts it afresh
+    state = _deploy(tmp_path, 'v3', deployed_by='key_v3')['slot_state']
+    assert 'rolledBackBy' not in state['green'] and 'rolledBackBy' not in state['blue']
+
+
+def test_records_written_before_rolled_back_by_still_load(tmp_path):
+    _deploy(tmp_path, 'v1', db='s1')
+    _deploy(tmp_path, 'v2', db='s2')
+    path = slots.state_path(str(tmp_path), 'worb')
+    with open(path) as handle:
+        old = json.load(handle)
+    old['green'].update(state='rolled_back', rolledBackAt='2026-01-01T00:00:00Z')
+    old['blue']['state'] = 'active'
+    old['activeSlot'] = 'blue'
+    with open(path, 'w') as handle:
+        json.dump(old, handle)
+    forward = slots.record_rollback(str(tmp_path), 'worb', metrics_dir='')
+    assert forward['changed'] and forward['slot_state']['activeSlot'] == 'green'
+
+
+def test_require_options_keep_their_old_names_as_aliases():
+    from ansible_collections.codeb.backup.plugins.module_utils.bluegreen.options import (
+        SLOT_ROLLBACK_MODULE)
+    from ansible_collections.codeb.backup.plugins.module_utils.spec import argument_spec
+    spec = argument_spec(SLOT_ROLLBACK_MODULE)
+    assert spec['require_db_snapshot'] == dict(type='bool', default=False, aliases=['restore_db'])
+    assert spec['require_redis_snapshot']['aliases'] == ['restore_redis']
+    assert spec['require_env_backup']['aliases'] == ['restore_env']

@@ -1,9 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: codeb.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The versioned store of app ``.env`` files (the seed's ``env-backup`` layout).
+"""The versioned store of app ``.env`` files.
 
-Layout, exactly the seed's::
+Layout (the ``env-backup`` directory the existing tooling reads)::
 
     {root}/{project}/{environment}/master.env             first version, never modified
     {root}/{project}/{environment}/current.env            the latest version
@@ -33,18 +33,15 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import grp
 import hashlib
 import json
 import os
-import pwd
-import re
 import stat
 
-from ansible_collections.codeb.backup.plugins.module_utils import durable, envfile, metrics, naming
+from ansible_collections.codeb.backup.plugins.module_utils import durable, naming
+from ansible_collections.codeb.backup.plugins.module_utils.env import envfile
 from ansible_collections.codeb.backup.plugins.module_utils.errors import (ArtifactError, BackupError,
                                                                           as_backup_error)
-from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.locking import DEFAULT_WAIT, job_lock
 
 DEFAULT_ROOT = '/opt/codeb/env-backup'
@@ -59,9 +56,9 @@ METRICS_KIND = 'env'
 METRICS_KIND_RESTORE = 'env_restore'
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-_VERSION_FILE_RE = re.compile(r'\A(%s)\.env\Z' % naming.TIMESTAMP_PATTERN)
+_VERSION_FILE_RE = naming.ENV_VERSION_FILE_RE
 _AVAILABLE_SHOWN = 30
-_SHA256_RE = re.compile(r'\A[0-9a-f]{64}\Z')
+_SHA256_RE = naming.SHA256_RE
 _KEY_LISTS = ('keys_added', 'keys_removed', 'keys_changed')
 
 
@@ -220,47 +217,6 @@ class EnvStore(object):
                                 file=os.path.basename(path))
         return data
 
-    def listing(self, verify=False):
-        """Versions with time, trigger, sha256 and changed key names, plus the store's files
-        with their actual sha256 (what a replica is compared with). Only evidence (a
-        missing file, a different sha256) is reported as a problem; a file that cannot be
-        read fails the listing instead."""
-        entries = self.entries() if self.exists() else []
-        files = []
-        problems = []
-        if entries:
-            expected = [(e['file'], e['sha256']) for e in entries]
-            expected.append((MASTER, entries[0]['sha256']))
-            expected.append((CURRENT, entries[-1]['sha256']))
-            for name, sha in expected:
-                path = self.file(name)
-                try:
-                    actual = durable.sha256_file(path)
-                    size = os.path.getsize(path)
-                except FileNotFoundError:
-                    problems.append('%s is missing' % name)
-                    continue
-                if actual != sha:
-                    problems.append('%s: sha256 %s, expected %s' % (name, actual, sha))
-                files.append(dict(name=name, sha256=actual, size_bytes=size))
-            files.append(dict(name=LOG, sha256=durable.sha256_file(self.log_path),
-                              size_bytes=os.path.getsize(self.log_path)))
-        if verify and problems:
-            raise ArtifactError('env store %s failed verification: %s'
-                                % (self.path, '; '.join(problems)), problems=problems)
-        result = dict(
-            project=self.project, environment=self.environment, store_path=self.path,
-            exists=self.exists(), versions=entries, count=len(entries),
-            current=entries[-1]['version'] if entries else None,
-            master=entries[0]['version'] if entries else None,
-            files=files, problems=problems, verified=bool(verify),
-        )
-        if not result['exists']:
-            project_dir = os.path.join(self.root, self.project)
-            result['available_environments'] = (sorted(os.listdir(project_dir))
-                                                if os.path.isdir(project_dir) else [])
-        return result
-
     # ---- writing (always under the lock) ----
 
     def _lock(self, wait):
@@ -270,9 +226,9 @@ class EnvStore(object):
     def writing(self, lock_timeout, dest=None):
         """The lock, then the repair of what a stopped run left; yields what was repaired.
         Every entry point that writes (backup, set, restore) goes through here."""
-        self._ensure_dirs()
+        fixed = self._ensure_dirs()
         with self._lock(lock_timeout):
-            repaired = self.recover()
+            repaired = fixed + self.recover()
             if dest is not None:
                 repaired += ['removed temporary %s beside %s' % (name, dest) for name in
                              durable.remove_stale_temps(
@@ -280,14 +236,16 @@ class EnvStore(object):
             yield repaired
 
     def _ensure_dirs(self):
-        created = False
+        """Create the store's directories, or give them back mode 0700; returns what it
+        changed on an existing store (so ``changed`` says so) - creating a new store is
+        reported by the version it is created for."""
+        fixed = []
         for path in (self.root, os.path.join(self.root, self.project), self.path):
-            if durable.ensure_dir(path, DIR_MODE):
-                created = True
-            elif stat.S_IMODE(os.stat(path).st_mode) != DIR_MODE:
+            if not durable.ensure_dir(path, DIR_MODE) \
+                    and stat.S_IMODE(os.stat(path).st_mode) != DIR_MODE:
                 os.chmod(path, DIR_MODE)
-                created = True
-        return created
+                fixed.append('set mode %04o on %s' % (DIR_MODE, path))
+        return fixed
 
     def recover(self):
         """Repair what a killed or failed run left. Call only under the lock (``writing``).
@@ -486,45 +444,6 @@ class EnvStore(object):
             return result
 
 
-def _resolve_owner(owner):
-    if owner is None or owner == '':
-        return -1
-    if isinstance(owner, int) or str(owner).isdigit():
-        return int(owner)
-    try:
-        return pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        raise BackupError('owner %r does not exist on this host' % (owner,), param='owner')
-
-
-def _resolve_group(group):
-    if group is None or group == '':
-        return -1
-    if isinstance(group, int) or str(group).isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise BackupError('group %r does not exist on this host' % (group,), param='group')
-
-
-def parse_mode(mode):
-    """``0600``, ``'0600'``, ``'600'`` or 0o600 -> 0o600; anything else names ``mode``."""
-    if mode is None:
-        return FILE_MODE
-    if isinstance(mode, int) and not isinstance(mode, bool):
-        value = mode
-    elif isinstance(mode, str) and re.match(r'\A0?[0-7]{3,4}\Z', mode):
-        value = int(mode, 8)
-    else:
-        raise BackupError('mode must be an octal string like "0600"; got %r' % (mode,),
-                          param='mode')
-    if value & ~0o7777 or value & 0o7000:
-        raise BackupError('mode must be plain permission bits like "0600"; got %r' % (mode,),
-                          param='mode')
-    return value
-
-
 def _check_trigger(trigger):
     if trigger not in TRIGGERS:
         raise BackupError('trigger must be one of %s; got %r' % (', '.join(TRIGGERS), trigger),
@@ -534,315 +453,3 @@ def _check_trigger(trigger):
 def _short(value):
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + '...'
-
-
-def backup(root, project, environment=DEFAULT_ENVIRONMENT, src=None, content=None, values=None,
-           trigger=None, check_mode=False, lock_timeout=DEFAULT_WAIT,
-           metrics_dir=metrics.DEFAULT_TEXTFILE_DIR):
-    """Record a version from ``src`` (a file), ``content`` (text) or ``values`` (key edits
-    of the current version). Writes metrics kind ``env`` unless in check mode."""
-    store = EnvStore(root, project, environment)
-    with Job(METRICS_KIND, store.target, metrics_dir, check_mode=check_mode,
-             what='env backup of %s' % store.target) as job:
-        given = [name for name, value in (('src', src), ('content', content), ('values', values))
-                 if value is not None]
-        if len(given) != 1:
-            raise BackupError('give exactly one of src, content or values (got %s)'
-                              % (', '.join(given) or 'none'), param='src')
-        if trigger is None:
-            trigger = 'set' if values is not None else 'manual'
-        data = None
-        source = 'content'
-        if src is not None:
-            source = src
-            try:
-                with open(src, 'rb') as handle:
-                    data = handle.read()
-            except OSError as exc:
-                raise BackupError('cannot read src %s: %s' % (src, exc.strerror), param='src')
-        elif content is not None:
-            if not isinstance(content, str):
-                raise BackupError('content must be text', param='content')
-            data = content.encode(envfile.ENCODING, envfile.ERRORS)
-        else:
-            source = 'values'
-        result = store.record(data=data, values=values, trigger=trigger, source=source,
-                              check_mode=check_mode, lock_timeout=lock_timeout)
-        job.size = result['size_bytes']
-    result['duration_seconds'] = job.duration()
-    return result
-
-
-class _Dest(object):
-    """The app's .env file as given: validated, its real path (a symlink is followed) and
-    the wanted mode and ownership."""
-
-    def __init__(self, dest, owner=None, group=None, mode=None):
-        if not isinstance(dest, str) or not os.path.isabs(dest):
-            raise BackupError('dest must be the absolute path of the app\'s .env file; got %r'
-                              % (dest,), param='dest')
-        self.dest = dest
-        self.mode = parse_mode(mode)
-        self.uid = _resolve_owner(owner)
-        self.gid = _resolve_group(group)
-        self.real = os.path.realpath(dest)
-        if os.path.isdir(self.real):
-            raise BackupError('dest %s is a directory; give the .env file path' % dest,
-                              param='dest')
-        if not os.path.isdir(os.path.dirname(self.real)):
-            raise BackupError('dest directory %s does not exist' % os.path.dirname(self.real),
-                              param='dest')
-
-    def read(self):
-        """``(bytes, stat)`` of the live file, ``(None, None)`` when there is none."""
-        try:
-            with open(self.real, 'rb') as handle:
-                data = handle.read()
-            return data, os.stat(self.real)
-        except FileNotFoundError:
-            return None, None
-
-    def plan(self, data, old, st):
-        """The part of a result that says what writing ``data`` would change."""
-        same = (st is not None and old == data and stat.S_IMODE(st.st_mode) == self.mode
-                and (self.uid == -1 or st.st_uid == self.uid)
-                and (self.gid == -1 or st.st_gid == self.gid))
-        return dict(dest=self.dest, mode='%04o' % self.mode, changed=not same,
-                    content_changed=old != data, size_bytes=len(data), sha256=_sha256(data),
-                    dest_sha256_before=_sha256(old) if old is not None else None)
-
-    def write(self, data, st):
-        """Temp name beside the file, fsync, mode and owner, rename, directory fsync."""
-        with durable.atomic_path(self.real, self.mode) as temp:
-            with open(temp, 'wb') as handle:
-                handle.write(data)
-            if self.uid != -1 or self.gid != -1:
-                os.chown(temp, self.uid, self.gid)
-            elif st is not None:
-                os.chown(temp, st.st_uid, st.st_gid)  # keep the app's ownership
-
-
-def set_values(root, project, environment=DEFAULT_ENVIRONMENT, values=None, dest=None,
-               owner=None, group=None, mode=None, check_mode=False, lock_timeout=DEFAULT_WAIT,
-               metrics_dir=metrics.DEFAULT_TEXTFILE_DIR):
-    """The seed's ``we env set``: under the store's lock, save the live ``dest`` first
-    (when its content is in no version yet), apply ``values`` to what the app runs, record
-    the result as a version and write it to ``dest`` atomically. Without ``dest`` the
-    values edit the current version. Metrics kind ``env``."""
-    store = EnvStore(root, project, environment)
-    with Job(METRICS_KIND, store.target, metrics_dir, check_mode=check_mode,
-             what='env set of %s' % store.target) as job:
-        if not isinstance(values, dict) or not values:
-            raise BackupError('values must be a mapping of keys to set (null removes one)',
-                              param='values')
-        target = _Dest(dest, owner, group, mode) if dest is not None else None
-        # a dry run first: bad input fails here, before anything is created
-        result = _set(store, values, target, True, [])
-        if not check_mode:
-            with store.writing(lock_timeout, target.real if target else None) as repaired:
-                result = _set(store, values, target, False, repaired)
-        job.size = result['size_bytes']
-    result['duration_seconds'] = job.duration()
-    return result
-
-
-def _set(store, values, target, check_mode, repaired):
-    entries = store.entries() if store.exists() else []
-    live, st = target.read() if target else (None, None)
-    entries, saved, saved_version = store.save_live(entries, live, 'set', target and target.dest,
-                                                    check_mode)
-    base = live if live is not None else None
-    result, data, changes = store.prepare(entries, values=values, trigger='set',
-                                          repaired=repaired, base=base,
-                                          first=not entries and not saved)
-    if not check_mode:
-        store.apply(entries, result, data, changes, 'set', 'values')
-    result.update(live_saved=saved, live_version=saved_version)
-    result['changed'] = result['changed'] or saved
-    if target:
-        restored = target.plan(data, live, st)
-        restored['version'] = result['version']
-        if restored['changed'] and not check_mode:
-            target.write(data, st)
-        result['restored'] = restored
-        result['changed'] = result['changed'] or restored['changed']
-    return result
-
-
-def restore(root, project, environment=DEFAULT_ENVIRONMENT, version='current', dest=None,
-            owner=None, group=None, mode=None, check_mode=False, lock_timeout=DEFAULT_WAIT,
-            metrics_dir=metrics.DEFAULT_TEXTFILE_DIR):
-    """Write a version to ``dest`` atomically with ``mode``/owner/group, after saving the
-    live ``dest`` as a version when its content is in no version yet (so a hand edit is
-    never lost); changed=False when ``dest`` already has exactly that content and
-    metadata. Metrics kind ``env_restore``."""
-    store = EnvStore(root, project, environment)
-    with Job(METRICS_KIND_RESTORE, store.target, metrics_dir, check_mode=check_mode,
-             what='env restore of %s' % store.target) as job:
-        target = _Dest(dest, owner, group, mode)
-        if not store.exists():
-            raise BackupError('no env backups for %s under %s (version %r cannot be restored)'
-                              % (store.target, store.root, version), param='project')
-        if check_mode:
-            result = _restore(store, version, target, True, [])
-        else:
-            with store.writing(lock_timeout, target.real) as repaired:
-                result = _restore(store, version, target, False, repaired)
-        job.size = result['size_bytes']
-    result['duration_seconds'] = job.duration()
-    return result
-
-
-def _restore(store, version, target, check_mode, repaired):
-    entries = store.entries()
-    entry = store.resolve(version, entries)  # before the live file is saved: "current" is
-    wanted = version[:-4] if version.endswith('.env') else version  # the last backup's
-    name = None
-    if wanted == 'master' and os.path.exists(store.file(MASTER)):
-        name = MASTER  # else a killed first run had not written it yet: same bytes as entry
-    data = store.read_version(entry, name)
-    old, st = target.read()
-    entries, saved, saved_version = store.save_live(entries, old, 'manual', target.dest,
-                                                    check_mode)
-    before = envfile.parse_bytes(old).to_dict() if old is not None else {}
-    after = envfile.parse_bytes(data).to_dict()
-    result = target.plan(data, old, st)
-    result.update(project=store.project, environment=store.environment,
-                  version=entry['version'], requested_version=version, file=entry['file'],
-                  sha256=entry['sha256'], repaired=repaired, live_saved=saved,
-                  live_version=saved_version,
-                  diff=envfile.masked_diff(before, after, '%s (before)' % target.dest,
-                                           '%s (%s)' % (target.dest, entry['version'])),
-                  **envfile.key_changes(before, after))
-    if result['changed'] and not check_mode:
-        target.write(data, st)
-    result['changed'] = result['changed'] or saved or bool(repaired)
-    return result
-
-
-def listing(root, project, environment=DEFAULT_ENVIRONMENT, verify=False):
-    store = EnvStore(root, project, environment)
-    try:
-        return store.listing(verify=verify)
-    except Exception as exc:  # an unreadable store fails clearly; it is not "damaged"
-        raise as_backup_error(exc, 'listing the env store %s' % store.path)
-
-
-# ---- host CLI: codeb-backup env backup|set|restore|list ----
-
-def _common(parser):
-    parser.add_argument('--project', required=True, help='project name (e.g. worb)')
-    parser.add_argument('--environment', default=DEFAULT_ENVIRONMENT,
-                        help='environment name (default: %(default)s)')
-    parser.add_argument('--root', default=DEFAULT_ROOT, help='store root (default: %(default)s)')
-
-
-def _writing(parser):
-    parser.add_argument('--metrics-dir', default=metrics.DEFAULT_TEXTFILE_DIR,
-                        help='node_exporter textfile directory, "" to disable '
-                             '(default: %(default)s)')
-    parser.add_argument('--lock-timeout', type=float, default=DEFAULT_WAIT,
-                        help='seconds to wait for another run of this project/environment')
-    parser.add_argument('--check', action='store_true', help='only say what would change')
-
-
-def _read_values_file(path):
-    if path == '-':
-        import sys
-        text = sys.stdin.buffer.read()
-    else:
-        try:
-            with open(path, 'rb') as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise BackupError('cannot read values file %s: %s' % (path, exc.strerror),
-                              param='values_file')
-    values = envfile.parse_bytes(text).to_dict()
-    if not values:
-        raise BackupError('values file %s holds no KEY=value lines' % path, param='values_file')
-    return values
-
-
-def _strip(result):
-    result = dict(result)
-    result.pop('diff', None)
-    return result
-
-
-def _cli_backup(args):
-    content = None
-    src = args.src
-    if args.src == '-':
-        import sys
-        src = None
-        content = sys.stdin.buffer.read().decode(envfile.ENCODING, envfile.ERRORS)
-    return _strip(backup(args.root, args.project, args.environment, src=src, content=content,
-                         trigger=args.trigger, check_mode=args.check,
-                         lock_timeout=args.lock_timeout, metrics_dir=args.metrics_dir))
-
-
-def _cli_set(args):
-    result = _strip(set_values(args.root, args.project, args.environment,
-                               values=_read_values_file(args.values_file), dest=args.dest,
-                               owner=args.owner, group=args.group, mode=args.mode,
-                               check_mode=args.check, lock_timeout=args.lock_timeout,
-                               metrics_dir=args.metrics_dir))
-    return result
-
-
-def _cli_restore(args):
-    return _strip(restore(args.root, args.project, args.environment, args.version, args.dest,
-                          args.owner, args.group, args.mode, check_mode=args.check,
-                          lock_timeout=args.lock_timeout, metrics_dir=args.metrics_dir))
-
-
-def _cli_list(args):
-    return listing(args.root, args.project, args.environment, verify=args.verify)
-
-
-def _dest_options(parser, required):
-    parser.add_argument('--dest', required=required, help="the app's .env file to write")
-    parser.add_argument('--owner', help='owner of dest (default: keep)')
-    parser.add_argument('--group', help='group of dest (default: keep)')
-    parser.add_argument('--mode', default='0600', help='mode of dest (default: %(default)s)')
-
-
-def register_cli(subparsers):
-    env = subparsers.add_parser('env', help='versioned backups of app .env files',
-                                description='Back up, edit, restore and list versions of an '
-                                            'app .env file (master, current, history).')
-    sub = env.add_subparsers(dest='env_command', metavar='ACTION')
-    sub.required = True
-
-    parser = sub.add_parser('backup', help='record the .env file as a version if it changed')
-    _common(parser)
-    parser.add_argument('--src', required=True, help='the .env file to back up ("-": stdin)')
-    parser.add_argument('--trigger', choices=TRIGGERS, default='daily',
-                        help='why this backup runs (default: %(default)s)')
-    _writing(parser)
-    parser.set_defaults(handler=_cli_backup)
-
-    parser = sub.add_parser('set', help='set keys in the current version (values from a file, '
-                                        'never the command line) and record a version')
-    _common(parser)
-    parser.add_argument('--values-file', required=True,
-                        help='KEY=value lines to set ("-": stdin); secrets stay off the '
-                             'command line')
-    _dest_options(parser, required=False)
-    _writing(parser)
-    parser.set_defaults(handler=_cli_set)
-
-    parser = sub.add_parser('restore', help='write a version to the app .env file atomically')
-    _common(parser)
-    parser.add_argument('--version', default='current',
-                        help='master, current or a timestamp YYYY-MM-DDTHH:MM:SS '
-                             '(default: %(default)s)')
-    _dest_options(parser, required=True)
-    _writing(parser)
-    parser.set_defaults(handler=_cli_restore)
-
-    parser = sub.add_parser('list', help='list versions (time, trigger, sha256, changed keys)')
-    _common(parser)
-    parser.add_argument('--verify', action='store_true',
-                        help='fail if any file does not match its sha256')
-    parser.set_defaults(handler=_cli_list)

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: codeb.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Blue-green slot state: one JSON file per project, the seed's schema (section 5.1).
+"""Blue-green slot state: one JSON file per project.
 
 ::
 
@@ -19,7 +19,10 @@
 
 Slot ``state`` is one of ``active`` (serving traffic), ``grace`` (the previous release,
 kept ready for a rollback), ``rolled_back`` (a release traffic was rolled back from; it can
-be rolled forward to again) and ``empty`` (never deployed).
+be rolled forward to again) and ``empty`` (never deployed). A slot traffic was rolled back
+from also has ``rolledBackAt`` and ``rolledBackBy`` (``deployedBy`` stays who deployed it;
+records written before ``rolledBackBy`` existed name the rollback's actor only in the
+history's ``by``).
 
 Which slot is current is read only from ``activeSlot`` in the file, never from file times.
 Every change is made under the project's lock and written atomically (temp name, fsync,
@@ -34,14 +37,13 @@ import copy
 import datetime
 import json
 import os
-import re
 import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
-from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
-from ansible_collections.codeb.backup.plugins.module_utils.naming import validate_name
+from ansible_collections.codeb.backup.plugins.module_utils.locking import DEFAULT_WAIT, job_lock
+from ansible_collections.codeb.backup.plugins.module_utils.naming import validate_name, validate_ref
 
 DEFAULT_STATE_DIR = '/var/lib/codeb-backup/slots'
 SLOTS = ('blue', 'green')
@@ -49,27 +51,13 @@ SLOT_STATES = ('active', 'grace', 'rolled_back', 'empty')
 ROLLBACK_TARGET_STATES = ('grace', 'rolled_back')
 HISTORY_SIZE = 20
 SNAPSHOT_KEYS = {'db': 'dbSnapshot', 'redis': 'redisSnapshot', 'env': 'envBackup'}
-RESTORE_PARAMS = {'db': 'restore_db', 'redis': 'restore_redis', 'env': 'restore_env'}
+# The slot_rollback options that make a rollback require a recorded snapshot (their
+# former names restore_db, restore_redis and restore_env stay as aliases).
+REQUIRE_PARAMS = {'db': 'require_db_snapshot', 'redis': 'require_redis_snapshot',
+                  'env': 'require_env_backup'}
 SNAPSHOT_PARAMS = {'db': 'db_snapshot', 'redis': 'redis_snapshot', 'env': 'env_backup'}
+_WHAT = {'db': 'the database', 'redis': 'Redis', 'env': 'the ENV file'}
 _FREE_TEXT_MAX = 128
-
-
-# Versions and snapshot names are single path components too, but may hold the ":" of a
-# UTC timestamp (worb-2026-01-07T10:00:00.dump) or a "+" of a build tag.
-_REF_RE = re.compile(r'\A[A-Za-z0-9][A-Za-z0-9_.:+-]*\Z')
-_REF_MAX = 255
-
-
-def validate_ref(param, value):
-    """Return ``value`` if it is a safe version or snapshot name, else raise BackupError."""
-    if not isinstance(value, str) or not value:
-        raise BackupError('%s must be a non-empty name; got %r' % (param, value), param=param)
-    if len(value) > _REF_MAX or not _REF_RE.match(value) or '..' in value:
-        raise BackupError(
-            '%s %r is not allowed: use letters, digits, "_", "-", ".", ":" and "+" only, '
-            'starting with a letter or digit, at most %d characters (no "/", no "..")'
-            % (param, value, _REF_MAX), param=param)
-    return value
 
 
 def _now_iso():
@@ -205,9 +193,9 @@ def plan_deploy(state, project, version, deployed_by=None, db_snapshot=None, red
 
     The snapshots were taken just *before* the deploy: they hold the data the previously
     active release was running with, so they are recorded on that slot (the one becoming
-    ``grace``). A rollback to it with ``restore_db`` then restores exactly the data it left
-    behind, not the older data it was itself deployed over. (The seed restored the target
-    slot's deploy-time snapshot, which loses everything written while it was live.) On a
+    ``grace``). A rollback to it that restores the database then restores exactly the data
+    it left behind, not the older data it was itself deployed over (restoring the target
+    slot's deploy-time snapshot would lose everything written while it was live). On a
     project's first deploy there is no previous slot; the snapshot is kept in the history.
 
     ``slot``, when given, must be the inactive slot (deploy.yml passes the slot it deployed
@@ -245,6 +233,7 @@ def plan_deploy(state, project, version, deployed_by=None, db_snapshot=None, red
     if active:
         base[active]['state'] = 'grace'
         base[active].pop('rolledBackAt', None)
+        base[active].pop('rolledBackBy', None)
         for key, value in refs.items():
             if value:
                 base[active][key] = value
@@ -268,8 +257,8 @@ def plan_rollback(state, project, to_version=None, require=()):
 
     Without ``to_version`` the target is the other slot; with it, the slot holding that
     version (which may be the active one: then nothing needs to change). ``require`` lists
-    the snapshots a restore was asked for (``db``, ``redis``, ``env``): the target slot
-    must have each one recorded.
+    the snapshots the caller is about to restore (``db``, ``redis``, ``env``): the target
+    slot must have each one recorded. Nothing is restored here.
     """
     validate_name('project', project)
     if to_version is not None:
@@ -320,11 +309,12 @@ def plan_rollback(state, project, to_version=None, require=()):
     if missing:
         kind = missing[0]
         raise BackupError(
-            '%s was asked for, but slot %s (%s) of project %s has no %s recorded; nothing to '
-            'restore. Traffic and state were not changed. Roll back without %s, or restore '
-            'a snapshot by hand.' % (RESTORE_PARAMS[kind], target, slot['version'], project,
-                                     SNAPSHOT_KEYS[kind], RESTORE_PARAMS[kind]),
-            param=RESTORE_PARAMS[kind])
+            '%s was asked for (a restore of %s), but slot %s (%s) of project %s has no %s '
+            'recorded; nothing to restore. Traffic and state were not changed. Roll back '
+            'without restoring %s, or restore a snapshot by hand.'
+            % (REQUIRE_PARAMS[kind], _WHAT[kind], target, slot['version'], project,
+               SNAPSHOT_KEYS[kind], _WHAT[kind]),
+            param=REQUIRE_PARAMS[kind])
     return {
         'project': project,
         'changed': target != active,
@@ -345,7 +335,9 @@ def apply_rollback(state, plan, rolled_back_by=None, safety_db_snapshot=None,
 
     The slot traffic left becomes ``rolled_back``. When a safety snapshot of the database
     was taken just before the restore, it becomes that slot's ``dbSnapshot``: it holds the
-    data that release last ran with, so rolling forward with ``restore_db`` brings it back.
+    data that release last ran with, so rolling forward with a database restore brings it
+    back. ``rolled_back_by`` is recorded as the left slot's ``rolledBackBy`` (next to
+    ``rolledBackAt``) and as the history event's ``by``.
     Safety copies of the ENV file and of Redis become its ``envBackup`` and
     ``redisSnapshot`` the same way.
     """
@@ -369,6 +361,10 @@ def apply_rollback(state, plan, rolled_back_by=None, safety_db_snapshot=None,
     new[target]['state'] = 'active'
     new[left]['state'] = 'rolled_back'
     new[left]['rolledBackAt'] = stamp
+    if rolled_back_by:
+        new[left]['rolledBackBy'] = rolled_back_by
+    else:
+        new[left].pop('rolledBackBy', None)
     if safety_db_snapshot:
         new[left]['dbSnapshot'] = safety_db_snapshot
     if safety_env_backup:
@@ -403,7 +399,7 @@ def write(state_dir, state):
     durable.atomic_write_json(path, state, mode=0o644)
 
 
-def record_deploy(state_dir, project, version, check_mode=False, lock_timeout=60.0, **kwargs):
+def record_deploy(state_dir, project, version, check_mode=False, lock_timeout=DEFAULT_WAIT, **kwargs):
     """Plan and (unless ``check_mode``) write a deploy. Returns a result dict."""
     validate_name('project', project)
     started = time.monotonic()
@@ -424,7 +420,7 @@ def record_deploy(state_dir, project, version, check_mode=False, lock_timeout=60
 
 def record_rollback(state_dir, project, to_version=None, require=(), rolled_back_by=None,
                     safety_db_snapshot=None, expect_generation=None, check_mode=False,
-                    lock_timeout=60.0, metrics_dir=metrics.DEFAULT_TEXTFILE_DIR,
+                    lock_timeout=DEFAULT_WAIT, metrics_dir=metrics.DEFAULT_TEXTFILE_DIR,
                     safety_env_backup=None, safety_redis_snapshot=None):
     """Plan and (unless ``check_mode``) record a rollback. Returns a result dict with the
     plan under ``rollback``. ``expect_generation`` makes it refuse when the state changed
@@ -494,23 +490,3 @@ def _diffable(state):
     if state is None:
         return ''
     return json.dumps(state, indent=2, sort_keys=True) + '\n'
-
-
-# ----------------------------------------------------------------------------- CLI
-
-def register_cli(subparsers):
-    parser = subparsers.add_parser(
-        'slot-status', help='show the blue-green slot state of a project (read-only)',
-        description='Print the slot state of a project: which slot is active, versions and '
-                    'the snapshots recorded with each deploy.')
-    parser.add_argument('--project', required=True)
-    parser.add_argument('--state-dir', default=DEFAULT_STATE_DIR)
-    parser.set_defaults(handler=_cli_status)
-
-
-def _cli_status(args):
-    result = query(args.state_dir, args.project)
-    if not result['exists']:
-        require_state(args.state_dir, args.project)
-    result.pop('diff', None)
-    return result

@@ -40,7 +40,7 @@ import time
 from ansible_collections.codeb.backup.plugins.module_utils import durable, metrics, process
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, as_backup_error
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
-from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
+from ansible_collections.codeb.backup.plugins.module_utils.locking import DEFAULT_WAIT, job_lock
 from ansible_collections.codeb.backup.plugins.module_utils.naming import validate_name
 
 DEFAULT_INCLUDE_DIR = '/etc/nginx/codeb-bluegreen'
@@ -142,6 +142,19 @@ def status(include_dir, project, state_dir=DEFAULT_STATE_DIR):
     return {'project': project, 'slot': served, 'include_slot': include_slot,
             'in_sync': in_sync, 'include': path, 'applied': applied_path(state_dir, project),
             'msg': msg}
+
+
+def query(include_dir, project, state_dir=DEFAULT_STATE_DIR):
+    """``status`` as a module result (``changed=False``: it reads only)."""
+    started = time.monotonic()
+    now = status(include_dir, project, state_dir)
+    active, path = now['slot'], now['include']
+    result = dict(now, changed=False, previous_slot=active,
+                  duration_seconds=round(time.monotonic() - started, 4),
+                  size_bytes=os.path.getsize(path) if os.path.exists(path) else 0, diff=None)
+    if active:
+        result['upstream'] = upstream_name(project, active)
+    return result
 
 
 def render_include(project, slot):
@@ -246,7 +259,7 @@ def reload(nginx, pid_file, timeout=DEFAULT_RELOAD_TIMEOUT):
 
 def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_NGINX_BINARY,
            nginx_conf=DEFAULT_NGINX_CONF, nginx_prefix=None, pid_file=DEFAULT_PID_FILE,
-           check_mode=False, lock_timeout=60.0, reload_timeout=DEFAULT_RELOAD_TIMEOUT,
+           check_mode=False, lock_timeout=DEFAULT_WAIT, reload_timeout=DEFAULT_RELOAD_TIMEOUT,
            state_dir=DEFAULT_STATE_DIR, metrics_dir=metrics.DEFAULT_TEXTFILE_DIR):
     """Point project's traffic at ``slot``. Returns a result dict; the outcome is written
     as ``kind="traffic_switch"`` metrics (not in check mode).
@@ -279,10 +292,11 @@ def switch(project, slot, include_dir=DEFAULT_INCLUDE_DIR, nginx_binary=DEFAULT_
              what='traffic switch of project %s to slot %s' % (project, slot)), \
             job_lock(os.path.join(include_dir, '.%s-switch.lock' % project),
                      'traffic switch of project %s' % project, wait=lock_timeout):
-        durable.remove_stale_temps(include_dir, durable.temps_of(os.path.basename(path)))
+        removed = durable.remove_stale_temps(include_dir, durable.temps_of(os.path.basename(path)))
         now = status(include_dir, project, state_dir)
         if now['include_slot'] == slot and now['in_sync']:
-            return _result(project, slot, slot, path, False, started)
+            # nothing to switch; removing a killed switch's temporary is still a change
+            return _result(project, slot, slot, path, bool(removed), started)
         applied = read_applied(state_dir, project)
         # what nginx is known to serve: put back on failure (a pending include it never
         # loaded must not stay behind for the next reload to pick up)
@@ -378,52 +392,3 @@ def _result(project, slot, previous, path, changed, started):
         'duration_seconds': round(time.monotonic() - started, 4),
         'size_bytes': os.path.getsize(path) if os.path.exists(path) else 0,
     }
-
-
-# ----------------------------------------------------------------------------- CLI
-
-def register_cli(subparsers):
-    parser = subparsers.add_parser(
-        'traffic-switch', help='point a project\'s nginx traffic at its blue or green slot',
-        description='Emergency switch without a control node: rewrite the project\'s active '
-                    'include atomically, run nginx -t (putting the old include back if it '
-                    'fails) and reload nginx. Does not change the slot state file; prefer '
-                    'playbooks/rollback.yml, which does both.')
-    parser.add_argument('--project', required=True)
-    parser.add_argument('--slot', required=True, choices=SLOTS)
-    parser.add_argument('--metrics-dir', default=metrics.DEFAULT_TEXTFILE_DIR,
-                        help='node_exporter textfile directory ("" disables metrics)')
-    _nginx_args(parser)
-    parser.set_defaults(handler=_cli_switch)
-    parser = subparsers.add_parser(
-        'traffic-status', help='show which slot nginx sends a project\'s traffic to',
-        description='The slot of the last switch nginx applied, what the include says, and '
-                    'whether they agree (a switch interrupted before the reload makes them '
-                    'differ; switching again finishes or undoes it).')
-    parser.add_argument('--project', required=True)
-    parser.add_argument('--include-dir', default=DEFAULT_INCLUDE_DIR)
-    parser.add_argument('--state-dir', default=DEFAULT_STATE_DIR)
-    parser.set_defaults(handler=_cli_status)
-
-
-def _nginx_args(parser):
-    parser.add_argument('--include-dir', default=DEFAULT_INCLUDE_DIR)
-    parser.add_argument('--nginx-binary', default=DEFAULT_NGINX_BINARY)
-    parser.add_argument('--nginx-conf', default=DEFAULT_NGINX_CONF)
-    parser.add_argument('--nginx-prefix', default=None)
-    parser.add_argument('--pid-file', default=DEFAULT_PID_FILE)
-    parser.add_argument('--state-dir', default=DEFAULT_STATE_DIR,
-                        help='where a switch records what nginx applied (default %(default)s)')
-
-
-def _cli_switch(args):
-    result = switch(args.project, args.slot, include_dir=args.include_dir,
-                    nginx_binary=args.nginx_binary, nginx_conf=args.nginx_conf,
-                    nginx_prefix=args.nginx_prefix, pid_file=args.pid_file,
-                    state_dir=args.state_dir, metrics_dir=args.metrics_dir)
-    result.pop('diff', None)
-    return result
-
-
-def _cli_status(args):
-    return status(args.include_dir, args.project, args.state_dir)

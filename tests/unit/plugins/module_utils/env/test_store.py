@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import env_store
+from ansible_collections.codeb.backup.plugins.module_utils.env import jobs as env_store
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
 from faults import harness
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *(['..'] * 5)))
 A = b'# app\nexport DB_URL="postgres://u:pw@db/worb"\nSECRET=alpha # rotated\n'
 B = b'# app\nexport DB_URL="postgres://u:pw@db/worb"\nSECRET=beta # rotated\nNEW=1\n'
 C = b'# app\nSECRET=gamma # rotated\n'
@@ -413,8 +413,8 @@ def test_second_run_waits_for_the_lock_then_fails_clearly(tmp_path):
     backup(root, A)
     holder = subprocess.Popen(
         [sys.executable, '-c', 'import sys; sys.path.insert(0, %r); '
-         'from ansible_collections.codeb.backup.plugins.module_utils import env_store; '
-         'lock = env_store.EnvStore(%r, "worb")._lock(1); lock.__enter__(); '
+         'from ansible_collections.codeb.backup.plugins.module_utils.env.store import EnvStore; '
+         'lock = EnvStore(%r, "worb")._lock(1); lock.__enter__(); '
          'print("locked", flush=True); sys.stdin.read()'
          % (os.path.join(ROOT, '.collections'), str(root))],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -527,7 +527,7 @@ def test_cli_backup_from_stdin_check_and_list(tmp_path):
     assert b'alpha' not in out and b'pw@db' not in out
 
 
-# ---- issue 9: set and restore save a hand-edited live file first (CLI and core alike) ----
+# ---- set and restore save a hand-edited live file first (CLI and core alike) ----
 
 LIVE = b'# app\nexport DB_URL="postgres://u:pw@db/worb"\nSECRET=hand-edited # rotated\nHOT=1\n'
 
@@ -612,7 +612,7 @@ def test_core_restore_saves_a_live_edit_and_check_mode_predicts_it(tmp_path):
     assert [v['sha256'] for v in log_versions(root)] == [sha(A), sha(LIVE), sha(C)]
 
 
-# ---- issue 1: only evidence marks a version bad; host problems fail the run ----
+# ---- only evidence marks a version bad; host problems fail the run ----
 
 def _fail_reading(monkeypatch, suffix, error=5):
     import builtins
@@ -663,7 +663,7 @@ def test_an_unreadable_unlisted_version_file_is_kept_and_the_run_fails(tmp_path,
     assert after == before
 
 
-# ---- issue 2: the next run reconciles what killed or failed runs left ----
+# ---- the next run reconciles what killed or failed runs left ----
 
 def test_recover_adopts_a_whole_unlisted_version_and_removes_what_cannot_be_one(tmp_path):
     root = tmp_path / 'store'
@@ -733,7 +733,7 @@ def test_every_writing_entry_point_reconciles_under_the_lock(tmp_path):
             os.path.join(directory, versions[-1]['file'])), name
 
 
-# ---- issue 3: any failure records status 0; a failing metrics write hides nothing ----
+# ---- any failure records status 0; a failing metrics write hides nothing ----
 
 def test_any_failure_type_records_status_0_and_keeps_the_success_time(tmp_path, monkeypatch):
     import errno
@@ -775,7 +775,7 @@ def test_a_failing_metrics_write_never_hides_the_jobs_own_error(tmp_path):
     assert info.value.details.get('metrics_error')
 
 
-# ---- issue 5: names read from backup-log.json are validated before any use ----
+# ---- names read from backup-log.json are validated before any use ----
 
 HOSTILE = [
     ('traversal', dict(file='../canary.env')),
@@ -830,3 +830,29 @@ def test_hostile_log_entries_are_refused_and_nothing_outside_is_touched(tmp_path
     for tree in (before, after):
         tree.pop('store/worb/production/.env-backup.lock', None)
     assert after == before
+
+
+def test_a_directory_mode_put_back_is_a_change(tmp_path):
+    """``changed`` is true exactly when something was written: giving the store directory
+    back its 0700 is a write even when the .env itself is unchanged."""
+    root = tmp_path / 'store'
+    backup(root, A)
+    assert backup(root, A)['changed'] is False
+    os.chmod(store_dir(root), 0o755)
+    again = backup(root, A)
+    assert again['changed'] is True and again['created'] is False
+    assert again['repaired'] == ['set mode 0700 on %s' % store_dir(root)]
+    assert stat.S_IMODE(os.stat(store_dir(root)).st_mode) == 0o700
+    assert backup(root, A)['changed'] is False
+
+
+def test_cli_flags_come_from_the_module_options():
+    """One definition: every store option of env_backup is a flag of each env command,
+    with the module's default."""
+    from ansible_collections.codeb.backup.plugins.module_utils.cli import build_parser
+    from ansible_collections.codeb.backup.plugins.module_utils.env import options
+    args = build_parser().parse_args(['env', 'restore', '--project', 'worb', '--dest', '/x'])
+    for option in options.STORE[1:] + options.WRITING + (options.MODE, options.VERSION):
+        assert getattr(args, option.name) == option.default, option.name
+    args = build_parser().parse_args(['env', 'backup', '--project', 'worb', '--src', '/x'])
+    assert args.trigger == 'daily'   # what cron runs; the module's own default is "manual"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.codeb.backup.plugins.module_utils import envfile
+from ansible_collections.codeb.backup.plugins.module_utils.env import envfile
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 
 KEYS = st.from_regex(r'\A[A-Za-z_][A-Za-z0-9_]{0,12}\Z')
