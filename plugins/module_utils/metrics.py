@@ -51,6 +51,19 @@ def metrics_path(textfile_dir, kind, target):
     return os.path.join(textfile_dir, '%s%s.prom' % (PREFIX, safe))
 
 
+def remove_job_metrics(textfile_dir, kind, target):
+    """Remove the metrics of a job that no longer runs here (so an alert on its old
+    failure stops); return True if a file was removed."""
+    if not textfile_dir:
+        return False
+    try:
+        os.unlink(metrics_path(textfile_dir, kind, target))
+    except FileNotFoundError:
+        return False
+    durable.fsync_dir(textfile_dir)
+    return True
+
+
 def require_prometheus_client():
     if PROMETHEUS_CLIENT_IMPORT_ERROR is not None:
         raise BackupError(

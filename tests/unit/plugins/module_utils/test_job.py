@@ -75,3 +75,25 @@ def test_check_mode_and_disabled_metrics_write_nothing(tmp_path):
     with Job('pg_snapshot', 'worb', ''):
         pass
     assert os.listdir(tmp_path) == []
+
+
+def test_start_and_finish_apply_the_same_policy_as_with(tmp_path):
+    """Several jobs open at once (one per snapshot kind): each records once, a failure's
+    error comes back instead of being raised, and the other job's success is kept."""
+    good = Job('redis_rdb', 'redis', str(tmp_path)).start()
+    bad = Job('redis_aof', 'redis', str(tmp_path), what='redis aof snapshot').start()
+    good.size = 7
+    assert good.finish() is None
+    error = bad.finish(OSError(errno.EROFS, 'Read-only file system', '/srv'))
+    assert isinstance(error, BackupError) and 'read-only' in error.msg
+    assert _values(tmp_path, 'redis_rdb', 'redis')['codeb_backup_last_size_bytes'] == 7
+    assert _values(tmp_path, 'redis_aof', 'redis')['codeb_backup_last_status'] == 0
+
+
+def test_metrics_of_a_job_that_no_longer_runs_can_be_removed(tmp_path):
+    with Job('redis_aof', 'redis', str(tmp_path)):
+        pass
+    assert metrics.remove_job_metrics(str(tmp_path), 'redis_aof', 'redis') is True
+    assert metrics.remove_job_metrics(str(tmp_path), 'redis_aof', 'redis') is False
+    assert metrics.remove_job_metrics('', 'redis_aof', 'redis') is False
+    assert os.listdir(tmp_path) == []
