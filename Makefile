@@ -7,12 +7,13 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv demo test unit integration faults sanity lint molecule bench clean
+.PHONY: help deps venv demo test unit integration faults sanity lint changelog molecule bench clean
 
 help:
 	@echo "make demo   - install what is missing, then run playbooks/backup.yml on the local inventory"
 	@echo "make test   - install what is missing, then unit + integration + sanity + lint + molecule"
 	@echo "make unit | integration | faults | sanity | lint | molecule - one part of 'make test'"
+	@echo "make changelog - lint changelogs/fragments and regenerate CHANGELOG.md from changelogs/"
 
 deps:
 	@scripts/install-deps.sh
@@ -41,9 +42,18 @@ faults: deps venv
 sanity: venv
 	scripts/sanity.sh
 
+# A fragment antsibull-changelog cannot read fails CI here, not at release time.
 lint: venv
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
+	$(BIN)/antsibull-changelog lint
+
+# CHANGELOG.md is generated: edit changelogs/changelog.yaml (released versions) or add a
+# fragment to changelogs/fragments (unreleased changes); `antsibull-changelog release`
+# turns the fragments into a version when one is released.
+changelog: venv
+	$(BIN)/antsibull-changelog lint
+	$(BIN)/antsibull-changelog generate
 
 # ansible-test integration targets of the module contracts (tests/integration/targets):
 # check mode, diff, a second identical run, bad input, against throwaway local servers.

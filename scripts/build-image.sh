@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$root/molecule/containers.conf}
 
 packages=(
-  python3 python3-apt python3-psycopg2 python3-redis systemd systemd-sysv dbus
+  python3 python3-apt python3-psycopg2 python3-redis python3-prometheus-client systemd systemd-sysv dbus
   openssh-server openssh-client sudo cron procps iproute2 less rsync zstd
   postgresql-15 postgresql-client-15 pgbackrest redis-server redis-tools nginx-light
 )

@@ -14,6 +14,9 @@ metrics once, with one policy:
   it fails the run (the artifact is kept), because a success monitoring cannot see
   looks like a stopped backup;
 - check mode writes nothing.
+
+Nothing else in the core writes outcome metrics. A runner that keeps several jobs open at
+once (one per snapshot kind) calls ``start`` and ``finish`` instead of ``with``.
 """
 
 from __future__ import annotations
@@ -46,29 +49,40 @@ class Job(object):
         return round(time.monotonic() - self.started, 3)
 
     def __enter__(self):
-        self.started = time.monotonic()
-        return self
+        return self.start()
 
     def __exit__(self, exc_type, exc, _tb):
         if exc_type is not None and not issubclass(exc_type, Exception):
             # KeyboardInterrupt / SystemExit: record the failure, let it propagate.
             self._record(False)
             return False
-        ok = exc_type is None
+        error = self.finish(exc)
+        if error is None or error is exc:
+            return False
+        raise error from exc
+
+    def start(self):
+        """Start timing; for runners that hold several jobs open at once (one per snapshot
+        kind of one run) and cannot nest ``with`` blocks."""
+        self.started = time.monotonic()
+        return self
+
+    def finish(self, exc=None):
+        """Record the outcome (``exc`` None: success) exactly once; return the
+        ``BackupError`` the run must fail with, or None. Never raises."""
+        ok = exc is None
         metrics_error = self._record(ok)
         if not ok:
             error = as_backup_error(exc, self.what)
             if metrics_error:
                 error.details.setdefault('metrics_error', metrics_error)
-            if error is exc:
-                return False
-            raise error from exc
+            return error
         if metrics_error:
-            raise BackupError('%s succeeded and its artifact is kept, but its metrics could not '
-                              'be written: %s. Monitoring will report this job as failing '
-                              'until that is fixed.' % (self.what, metrics_error),
-                              param='metrics_dir', metrics_error=metrics_error)
-        return False
+            return BackupError('%s succeeded and its artifact is kept, but its metrics could not '
+                               'be written: %s. Monitoring will report this job as failing '
+                               'until that is fixed.' % (self.what, metrics_error),
+                               param='metrics_dir', metrics_error=metrics_error)
+        return None
 
     def _record(self, ok):
         """Write the outcome; return None, or the error text if the write failed."""

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Retention planning that never deletes the last good backups.
 
-The seed's ``find -mtime +7 -delete`` deletes everything once backups silently stop.
-Here the newest ``keep_min`` good entries are always kept, whatever their age.
+Age-only retention (a cron ``find -mtime +7 -delete``) deletes every backup once backups
+silently stop for a week. Here the newest ``keep_min`` good entries are always kept,
+whatever their age.
 """
 
 from __future__ import annotations

@@ -1,20 +1,16 @@
 """The one job runner: every failure of any type is recorded, reporting never hides the
-job's own outcome, check mode writes nothing; and the host command answers in JSON."""
+job's own outcome, check mode writes nothing."""
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import cli, metrics
-from ansible_collections.codeb.backup.plugins.module_utils.errors import (
-    ArtifactError, BackupError, as_backup_error)
+from ansible_collections.codeb.backup.plugins.module_utils import metrics
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
-from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
-from ansible_collections.codeb.backup.plugins.module_utils.naming import validate_file_name
 
 
 def _values(directory, kind='pg_snapshot', target='worb'):
@@ -81,50 +77,23 @@ def test_check_mode_and_disabled_metrics_write_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_artifact_error_is_a_backup_error():
-    assert isinstance(ArtifactError('bad sha'), BackupError)
-    assert as_backup_error(ArtifactError('bad sha'), 'x').msg == 'bad sha'
+def test_start_and_finish_apply_the_same_policy_as_with(tmp_path):
+    """Several jobs open at once (one per snapshot kind): each records once, a failure's
+    error comes back instead of being raised, and the other job's success is kept."""
+    good = Job('redis_rdb', 'redis', str(tmp_path)).start()
+    bad = Job('redis_aof', 'redis', str(tmp_path), what='redis aof snapshot').start()
+    good.size = 7
+    assert good.finish() is None
+    error = bad.finish(OSError(errno.EROFS, 'Read-only file system', '/srv'))
+    assert isinstance(error, BackupError) and 'read-only' in error.msg
+    assert _values(tmp_path, 'redis_rdb', 'redis')['codeb_backup_last_size_bytes'] == 7
+    assert _values(tmp_path, 'redis_aof', 'redis')['codeb_backup_last_status'] == 0
 
 
-@pytest.mark.parametrize('bad', ['../x', 'a/b', '.hidden', '..', '', 'x' * 256, None, 3,
-                                 'a\x00b', '/abs'])
-def test_validate_file_name_refuses(bad):
-    with pytest.raises(BackupError) as caught:
-        validate_file_name('file', bad)
-    assert caught.value.param == 'file'
-
-
-@pytest.mark.parametrize('good', ['worb-2026-01-07T10:30:00.dump.zst', 'master.env',
-                                  'appendonly-2026-01-07T10:00:00.aof.tar', 'dump.rdb'])
-def test_validate_file_name_accepts(good):
-    assert validate_file_name('file', good) == good
-
-
-def test_manifest_refuses_traversal_entries(tmp_path):
-    (tmp_path / 'manifest.json').write_text(json.dumps({'format': 1, 'entries': {
-        '../canary': {'file': '../canary', 'time': '2026-01-01T00:00:00'}}}))
-    with pytest.raises(BackupError) as caught:
-        Manifest(str(tmp_path)).load()
-    assert caught.value.param == 'manifest' and 'tampered' in caught.value.msg
-
-
-def test_manifest_update_removes_a_killed_writes_temporary(tmp_path):
-    stale = tmp_path / '.tmp-manifest.json.abc123'
-    stale.write_text('{')
-    with Manifest(str(tmp_path)).update() as entries:
-        entries['a.dump'] = {'file': 'a.dump', 'time': '2026-01-01T00:00:00'}
-    assert not stale.exists()
-
-
-def test_cli_prints_json_and_exits_1_for_any_exception(capsys, monkeypatch):
-    def boom(_args):
-        raise OSError(errno.EROFS, 'Read-only file system', '/opt/codeb')
-    parser = cli.build_parser()
-    monkeypatch.setattr(cli, 'build_parser', lambda: parser)
-    for action in parser._subparsers._group_actions:
-        action.choices['pg-snapshot-list'].set_defaults(handler=boom)
-    assert cli.main(['pg-snapshot-list']) == 1
-    out, err = capsys.readouterr()
-    result = json.loads(out)
-    assert result['failed'] is True and 'read-only' in result['msg']
-    assert err == '', 'one result: the JSON on stdout, nothing else'
+def test_metrics_of_a_job_that_no_longer_runs_can_be_removed(tmp_path):
+    with Job('redis_aof', 'redis', str(tmp_path)):
+        pass
+    assert metrics.remove_job_metrics(str(tmp_path), 'redis_aof', 'redis') is True
+    assert metrics.remove_job_metrics(str(tmp_path), 'redis_aof', 'redis') is False
+    assert metrics.remove_job_metrics('', 'redis_aof', 'redis') is False
+    assert os.listdir(tmp_path) == []
