@@ -22,7 +22,7 @@ SUBSYSTEMS = (
     'pg_snapshot',
     'pgbackrest',
     'env_store',
-    'redis_snapshot',
+    'redis.cli',
     'slot_state',
     'traffic',
     'ship',  # last: its help lists the channels the others registered
@@ -38,7 +38,7 @@ def build_parser():
     subparsers.required = True
     for name in SUBSYSTEMS:
         module = importlib.import_module(
-            'ansible_collections.codeb.backup.plugins.module_utils.%s' % name)
+            'ansible_collections.codeb.backup.plugins.module_utils.' + name)
         module.register_cli(subparsers)
     return parser
 

@@ -82,3 +82,17 @@ def unique_timestamp(taken, moment=None):
         moment = moment + datetime.timedelta(seconds=1)
         stamp = format_timestamp(moment)
     return stamp
+
+
+# A sha256 as every manifest records it: 64 lowercase hex digits.
+SHA256_RE = re.compile(r'\A[0-9a-f]{64}\Z')
+
+
+def is_timestamp(value):
+    """True if ``value`` has the ``YYYY-MM-DDTHH:MM:SS`` form of an artifact timestamp."""
+    return isinstance(value, str) and bool(_TIMESTAMP_RE.match(value))
+
+
+def artifact_re(prefix, suffix):
+    """The artifact names ``{prefix}{timestamp}{suffix}``; group 1 is the timestamp."""
+    return re.compile(r'\A%s(%s)%s\Z' % (re.escape(prefix), TIMESTAMP_PATTERN, re.escape(suffix)))

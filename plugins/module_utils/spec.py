@@ -36,7 +36,7 @@ class Option(object):
     def __init__(self, name, type='str', default=None, required=False, choices=None,
                  aliases=(), no_log=False, elements=None, help=None, cli=True,
                  flag_aliases=()):
-        if type not in _ARGPARSE_TYPES and type not in ('bool', 'list'):
+        if type not in _ARGPARSE_TYPES and type not in ('bool', 'list', 'dict'):
             raise ValueError('option %s: unsupported type %r' % (name, type))
         self.name = name
         self.type = type
@@ -47,7 +47,8 @@ class Option(object):
         self.no_log = no_log
         self.elements = elements
         self.help = help
-        self.cli = cli and not no_log
+        # a dict has no command-line spelling: such an option is the modules' only
+        self.cli = cli and not no_log and type != 'dict'
         self.flag_aliases = tuple(flag_aliases)
 
     def replace(self, **changes):

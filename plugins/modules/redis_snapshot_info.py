@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: redis_snapshot_info
 short_description: List the Redis snapshots in a backup directory
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Reads C({backup_dir}/manifest.json) written by M(codeb.backup.redis_snapshot) and returns
     its entries, newest first, with where C(current.rdb) and C(current.aof) point.
@@ -19,6 +19,7 @@ author:
   - codeb.backup contributors (@codeb)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - codeb.backup.redis.store
 attributes:
   platform:
     platforms: posix
@@ -28,14 +29,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  backup_dir:
-    description: Directory holding the snapshots and their manifest.
-    type: path
-    default: /opt/codeb/db-backup/redis
-  snapshot_format:
-    description: Only list RDB or only AOF snapshots.
-    type: str
-    choices: [rdb, aof]
   verify:
     description: Recompute every sha256 and report it in C(verified) of each entry of RV(snapshots).
     type: bool
@@ -97,28 +90,28 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
+from ansible_collections.codeb.backup.plugins.module_utils.spec import argument_spec
+from ansible_collections.codeb.backup.plugins.module_utils.redis.options import (
+    INFO_OPTIONS, POINTERS,
+)
+from ansible_collections.codeb.backup.plugins.module_utils.redis.store import list_snapshots
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            backup_dir=dict(type='path', default=core.DEFAULT_BACKUP_DIR),
-            snapshot_format=dict(type='str', choices=list(core.FORMATS)),
-            verify=dict(type='bool', default=False),
-        ),
+        argument_spec=argument_spec(INFO_OPTIONS),
         supports_check_mode=True,
     )
     backup_dir = module.params['backup_dir']
     try:
-        entries = core.list_snapshots(backup_dir, verify=module.params['verify'])
+        entries = list_snapshots(backup_dir, verify=module.params['verify'])
     except Exception as exc:  # every failure, whatever its type, as a result naming what failed
         module.fail_json(**as_backup_error(exc, 'redis_snapshot_info').as_result())
     if module.params['snapshot_format']:
         entries = [e for e in entries if e.get('kind') == module.params['snapshot_format']]
     current = {}
-    for kind, name in core.POINTERS.items():
+    for kind, name in POINTERS.items():
         link = os.path.join(backup_dir, name)
         current[kind] = os.readlink(link) if os.path.islink(link) else None
     damaged = [e['file'] for e in entries
