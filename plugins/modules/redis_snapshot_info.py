@@ -60,13 +60,15 @@ snapshots:
   type: list
   elements: dict
   sample:
-    - file: dump-2026-01-07T10:00:00.rdb
-      kind: rdb
-      time: "2026-01-07T10:00:00"
-      sha256: 63d8333310f657eaf40726843546f52540efcee621fe3e0aeec6f721bd6738a6
-      size_bytes: 8873
-      keys: 1001
-      path: /opt/codeb/db-backup/redis/dump-2026-01-07T10:00:00.rdb
+    - file: appendonly-2026-01-07T11:00:00.aof.tar
+      kind: aof
+      status: ok
+      time: "2026-01-07T11:00:00"
+      files: [appendonly.aof.1.base.rdb, appendonly.aof.1.incr.aof]
+      keys: 1002
+      sha256: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
+      size_bytes: 20480
+      path: /opt/codeb/db-backup/redis/appendonly-2026-01-07T11:00:00.aof.tar
       present: true
 current:
   description: The file names C(current.rdb) and C(current.aof) point at (null if absent).

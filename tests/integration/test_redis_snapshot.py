@@ -684,3 +684,38 @@ def test_module_verified_marks_only_the_damaged_snapshot_and_latest_moves_on(res
     assert info['damaged'] == [newest_rdb['file']]
     assert 'codeb_backup_last_status{kind="redis_verify",target="redis"} 0' in (
         tmp_path / 'm' / 'codeb_backup_redis_verify_redis.prom').read_text()
+
+
+def test_module_verified_reports_changed_exactly_when_it_rewrote_the_manifest(restorable,
+                                                                               tmp_path):
+    """state=verified writes the manifest only when a snapshot's status changes, and
+    changed says so: good snapshots verified again are unchanged (manifest bytes identical),
+    a damaged one is marked (changed), a repaired one is ok again (changed), then unchanged."""
+    server = restorable(appendonly=False)
+    server.client().mset({'k%d' % i: i for i in range(20)})
+    backup = tmp_path / 'b'
+    entry = _snap(server, backup, formats=['rdb'])['snapshots'][0]
+    args = {'state': 'verified', 'snapshot': 'all', 'backup_dir': str(backup),
+            'metrics_dir': str(tmp_path / 'm')}
+    manifest = backup / 'manifest.json'
+    before = manifest.read_bytes()
+    first = run_module('codeb.backup.redis_snapshot', args)
+    assert first['changed'] is False and first['verified'] is True, first
+    assert manifest.read_bytes() == before
+    path = backup / entry['file']
+    good = path.read_bytes()
+    data = bytearray(good)
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    damaged = run_module('codeb.backup.redis_snapshot', args)
+    assert damaged.get('failed') and damaged['changed'] is True, damaged
+    assert Manifest(str(backup)).load()[entry['file']]['status'] == 'failed_verification'
+    again = run_module('codeb.backup.redis_snapshot', args)
+    assert again.get('failed') and again['changed'] is False, again
+    path.write_bytes(good)
+    repaired = run_module('codeb.backup.redis_snapshot', args)
+    assert repaired['changed'] is True and not repaired.get('failed'), repaired
+    assert Manifest(str(backup)).load()[entry['file']]['status'] == 'ok'
+    settled = manifest.read_bytes()
+    assert run_module('codeb.backup.redis_snapshot', args)['changed'] is False
+    assert manifest.read_bytes() == settled

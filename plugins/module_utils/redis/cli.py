@@ -47,40 +47,40 @@ VERIFY_FLAGS = pick(SNAPSHOT_OPTIONS, 'backup_dir', 'snapshot_format') + _RUN + 
 LIST_FLAGS = pick(INFO_OPTIONS, 'backup_dir', 'verify')
 
 
+_SHIP_DESCRIPTION = (
+    'Asks the backup host (over SSH, its forced command "codeb-backup receive") which '
+    'snapshots it holds and streams the others to it; each is checked (sha256, '
+    'redis-check-rdb) there before it enters its manifest. Without --ship-host the backup '
+    'root is a directory on this host, and the retention flags apply there.')
+_VERIFY_DESCRIPTION = (
+    'Marks a snapshot failed_verification only on evidence against it (sha256, size, the '
+    'check tool rejecting it); if the check cannot run (tool missing, disk full) the run '
+    'fails and no status changes.')
+
+
 def register_cli(subparsers):
-    snap = subparsers.add_parser('redis-snapshot', help='fresh, checked RDB + AOF snapshot of Redis')
-    add_arguments(snap, SNAPSHOT_FLAGS)
-    snap.add_argument('--ship', action='store_true',
-                      help='then ship what the backup host lacks (see redis-ship)')
-    ship.add_target_arguments(snap)
-    snap.set_defaults(handler=_cli_snapshot)
-
-    shp = subparsers.add_parser(
-        'redis-ship', help='ship the snapshots the backup host lacks, verified on arrival',
-        description='Asks the backup host (over SSH, its forced command "codeb-backup '
-                    'receive") which snapshots it holds and streams the others to it; each is '
-                    'checked (sha256, redis-check-rdb) there before it enters its manifest. '
-                    'Without --ship-host the backup root is a directory on this host, and the '
-                    'retention flags apply there.')
-    add_arguments(shp, SHIP_FLAGS)
-    ship.add_target_arguments(shp)
-    shp.set_defaults(handler=_cli_ship)
-
-    rest = subparsers.add_parser('redis-restore', help='restore an RDB or AOF snapshot into Redis')
-    add_arguments(rest, RESTORE_FLAGS)
-    rest.set_defaults(handler=_cli_restore)
-
-    ver = subparsers.add_parser(
-        'redis-verify', help='re-check Redis snapshots (sha256, redis-check-rdb/-aof)',
-        description='Marks a snapshot failed_verification only on evidence against it (sha256, '
-                    'size, the check tool rejecting it); if the check cannot run (tool missing, '
-                    'disk full) the run fails and no status changes.')
-    add_arguments(ver, VERIFY_FLAGS)
-    ver.set_defaults(handler=_cli_verify)
-
-    lst = subparsers.add_parser('redis-list', help='list Redis snapshots (newest first)')
-    add_arguments(lst, LIST_FLAGS)
-    lst.set_defaults(handler=_cli_list)
+    # verb, help, description, flags, whether it takes the --ship-* flags, handler
+    verbs = (
+        ('redis-snapshot', 'fresh, checked RDB + AOF snapshot of Redis', None,
+         SNAPSHOT_FLAGS, True, _cli_snapshot),
+        ('redis-ship', 'ship the snapshots the backup host lacks, verified on arrival',
+         _SHIP_DESCRIPTION, SHIP_FLAGS, True, _cli_ship),
+        ('redis-restore', 'restore an RDB or AOF snapshot into Redis', None, RESTORE_FLAGS,
+         False, _cli_restore),
+        ('redis-verify', 're-check Redis snapshots (sha256, redis-check-rdb/-aof)',
+         _VERIFY_DESCRIPTION, VERIFY_FLAGS, False, _cli_verify),
+        ('redis-list', 'list Redis snapshots (newest first)', None, LIST_FLAGS, False,
+         _cli_list),
+    )
+    for verb, help_text, description, flags, ships, handler in verbs:
+        parser = subparsers.add_parser(verb, help=help_text, description=description)
+        add_arguments(parser, flags)
+        if ships:
+            if verb == 'redis-snapshot':
+                parser.add_argument('--ship', action='store_true',
+                                    help='then ship what the backup host lacks (see redis-ship)')
+            ship.add_target_arguments(parser)
+        parser.set_defaults(handler=handler)
 
 
 def _conn_from_args(args):
