@@ -437,6 +437,7 @@ def test_apply_settings_live_and_idempotent(redis_factory):
     assert emptied['applied'] == ['save'] and server.client().config_get('save')['save'] == ''
     moved = rpers.apply_settings(conn, {'dir': '/nonexistent'})
     assert moved['restart_required'] == ['dir'] and moved['applied'] == []
+    assert moved['changed'] is False  # nothing was set live: the restart is the caller's
     server.settle()
 
 

@@ -88,5 +88,7 @@ def apply_settings(conn, settings, check_mode=False):
                                   param='settings')
     after = dict(before)
     after.update({k: desired[k] for k in changes + restart})
-    return dict(changed=bool(changes or restart), applied=changes, restart_required=restart,
+    # changed: something was set live; a setting that waits for a restart is not written
+    # here (restart_required says so, and the caller restarts)
+    return dict(changed=bool(changes), applied=changes, restart_required=restart,
                 before=before, after=after)
