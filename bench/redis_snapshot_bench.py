@@ -46,7 +46,7 @@ def seed_way(server, dest):
 def our_way(server, backup_dir):
     began = time.monotonic()
     result = snapshot.take_snapshot(dict(login_port=server.port), backup_dir=backup_dir,
-                                formats=['rdb'], metrics_dir='', prune_old=False)
+                                    formats=['rdb'], metrics_dir='', prune_old=False)
     return time.monotonic() - began, result['snapshots'][0]
 
 

@@ -17,9 +17,9 @@ description:
   - Settings Redis cannot change safely at run time (C(dir), C(appenddirname),
     C(appendfilename)) are not set; they are returned in RV(restart_required) so the caller
     restarts the instance only when that list is not empty.
-  - RV(changed) is true when a setting was set live (in check mode: would be set); a
-    setting that only differs in RV(restart_required) does not make the task changed, since
-    nothing was written.
+  - C(changed) is true when a setting was set live (in check mode, would be set). A setting
+    listed only in RV(restart_required) does not make the task changed, since nothing was
+    written.
   - Values are compared the way Redis reports them, so V(64mb) equals C(67108864), V(true)
     equals C(yes), and an empty C(save) list means C(save "") (RDB save points off).
   - This module does not rewrite the configuration file (no C(CONFIG REWRITE)); template the

@@ -40,7 +40,7 @@ description:
     evidence marks a snapshot C(failed_verification) (never restored as V(latest), shipped or
     counted towards O(keep_min)); a check that cannot run (tool missing, disk full) fails the
     task and changes no snapshot's status. A restore refused on such evidence marks it too.
-    The manifest is rewritten (and RV(changed) is true) only when a status changed.
+    The manifest is rewritten (and C(changed) is true) only when a status changed.
   - A lock per O(backup_dir) makes a second concurrent run wait O(lock_timeout) seconds, then
     fail clearly. Under that lock every run first reconciles what a killed or out-of-space run
     left (temporaries, a scratch C(redis-server), C(auto-aof-rewrite-percentage) left at 0,

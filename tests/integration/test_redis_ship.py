@@ -116,7 +116,7 @@ def test_damaged_in_transit_is_refused_and_nothing_stored(redis_factory, backup_
     server.client().set('a', 1)
     local = str(tmp_path / 'storage')
     entry = rsnap.take_snapshot(dict(login_port=server.port), backup_dir=local,
-                               metrics_dir='')['snapshots'][0]
+                                metrics_dir='')['snapshots'][0]
     remote = str(backup_host.root / 'redis')
     # the bytes sent differ from what the manifest entry promises
     damaged = tmp_path / entry['file']
@@ -137,7 +137,7 @@ def test_kill_9_of_ssh_mid_stream_leaves_nothing_final_and_retry_ships(
     server.client().execute_command('DEBUG', 'POPULATE', 200000, 'big', 100)
     local = tmp_path / 'storage'
     entry = rsnap.take_snapshot(dict(login_port=server.port), backup_dir=str(local),
-                               formats=['rdb'], metrics_dir='')['snapshots'][0]
+                                formats=['rdb'], metrics_dir='')['snapshots'][0]
     assert entry['size_bytes'] > 4 * durable.CHUNK
     remote = backup_host.root / 'redis'
     incoming = remote / ship.INCOMING

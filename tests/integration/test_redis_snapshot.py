@@ -576,7 +576,7 @@ def test_unreachable_run_marks_failure_and_aof_off_clears_the_aof_job(redis_fact
     metrics_dir = tmp_path / 'm'
     with pytest.raises(BackupError) as info:
         rsnap.take_snapshot(dict(login_port=free_port()), backup_dir=str(tmp_path / 'b'),
-                           metrics_dir=str(metrics_dir))
+                            metrics_dir=str(metrics_dir))
     assert info.value.param == 'login_host' and not (tmp_path / 'b').exists()
     rdb_prom = metrics_dir / 'codeb_backup_redis_rdb_redis.prom'
     aof_prom = metrics_dir / 'codeb_backup_redis_aof_redis.prom'
@@ -585,7 +585,7 @@ def test_unreachable_run_marks_failure_and_aof_off_clears_the_aof_job(redis_fact
     assert aof_prom.exists()
     server = redis_factory(appendonly=False)
     result = rsnap.take_snapshot(dict(login_port=server.port), backup_dir=str(tmp_path / 'b'),
-                                metrics_dir=str(metrics_dir))
+                                 metrics_dir=str(metrics_dir))
     assert result['skipped'] == {'aof': 'appendonly is no on this instance'}
     assert 'codeb_backup_last_status{kind="redis_rdb",target="redis"} 1' in rdb_prom.read_text()
     assert not aof_prom.exists()
@@ -597,7 +597,7 @@ def test_aof_rewrite_setting_is_put_back_when_the_copy_fails(redis_factory, tmp_
     empty.mkdir()
     with pytest.raises(BackupError) as info:
         rsnap.take_snapshot(dict(login_port=server.port), backup_dir=str(tmp_path / 'b'),
-                           formats=['aof'], data_dir=str(empty), metrics_dir='')
+                            formats=['aof'], data_dir=str(empty), metrics_dir='')
     assert 'AOF manifest' in info.value.msg
     live = server.client().config_get('auto-aof-rewrite-percentage')
     assert live['auto-aof-rewrite-percentage'] == '77'
@@ -688,7 +688,7 @@ def test_module_verified_marks_only_the_damaged_snapshot_and_latest_moves_on(res
 
 
 def test_module_verified_reports_changed_exactly_when_it_rewrote_the_manifest(restorable,
-                                                                               tmp_path):
+                                                                              tmp_path):
     """state=verified writes the manifest only when a snapshot's status changes, and
     changed says so: good snapshots verified again are unchanged (manifest bytes identical),
     a damaged one is marked (changed), a repaired one is ok again (changed), then unchanged."""

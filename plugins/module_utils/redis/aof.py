@@ -97,7 +97,7 @@ def snapshot_aof(client, layout, backup_dir, stamp, timeout=DEFAULT_TIMEOUT, ver
     try:
         with rewrites_paused(client, backup_dir):
             wait_for(client, lambda i: not int(i['aof_rewrite_in_progress'])
-                  and not int(i['aof_rewrite_scheduled']), timeout, 'the AOF rewrite to finish')
+                     and not int(i['aof_rewrite_scheduled']), timeout, 'the AOF rewrite to finish')
             names = _copy_aof_set(aof_dir, manifest_name, staging)
         try:
             note = check_aof(os.path.join(staging, manifest_name), fix_truncated_tail=True,

@@ -119,6 +119,7 @@ def read_aof_manifest(path, artifact=None):
                     param='snapshot' if artifact else None)
     return data, names
 
+
 def verify_artifact(backup_dir, entry, work_dir=None):
     """sha256 and size against the manifest, then the Redis check tool. For an AOF tar,
     extract into a temp dir in ``work_dir`` (caller removes it) and return its path.

@@ -152,6 +152,7 @@ def pid_running(pid):
     except (OSError, IndexError):
         return True
 
+
 def rewrite_percentage(client):
     try:
         return decode_map(client.config_get('auto-aof-rewrite-percentage'))[

@@ -20,6 +20,7 @@ PERSISTENCE_SETTINGS = ('appendonly', 'appendfsync', 'auto-aof-rewrite-percentag
 RESTART_ONLY = ('appenddirname', 'appendfilename', 'dir')
 _MEMORY_SETTINGS = ('auto-aof-rewrite-min-size',)
 
+
 def normalize_setting(name, value):
     """Canonical string form of a persistence setting, as CONFIG GET reports it."""
     if isinstance(value, bool):

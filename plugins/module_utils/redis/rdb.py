@@ -37,7 +37,7 @@ def bgsave_fresh(client, timeout=DEFAULT_TIMEOUT, watcher=None):
     ``watcher`` (optional) is armed just before the request and polled while the save runs
     (see ``_EarlyCopy``)."""
     wait_for(client, lambda i: not int(i['rdb_bgsave_in_progress']), timeout,
-          'a running background save to finish')
+             'a running background save to finish')
     requested = int(client.time()[0])
     baseline = persistence_info(client)
     saves_before = int(baseline.get('rdb_saves', 0))
@@ -54,7 +54,7 @@ def bgsave_fresh(client, timeout=DEFAULT_TIMEOUT, watcher=None):
                 # someone else's save started after our request: wait and request ours
                 retried = True
                 wait_for(client, lambda i: not int(i['rdb_bgsave_in_progress']),
-                      max(1.0, timeout - (time.monotonic() - started)), 'a background save')
+                         max(1.0, timeout - (time.monotonic() - started)), 'a background save')
                 continue
             raise BackupError('Redis at %s refused BGSAVE: %s' % (client.codeb_where, exc))
 
@@ -68,8 +68,8 @@ def bgsave_fresh(client, timeout=DEFAULT_TIMEOUT, watcher=None):
             and time.monotonic() - started > 1)
 
     info = wait_for(client, done, max(1.0, timeout - (time.monotonic() - started)),
-                 'BGSAVE to finish', on_poll=watcher.poll if watcher else None,
-                 interval=SAVE_POLL)
+                    'BGSAVE to finish', on_poll=watcher.poll if watcher else None,
+                    interval=SAVE_POLL)
     if info.get('rdb_last_bgsave_status') != 'ok' or int(info['rdb_last_save_time']) < requested:
         raise BackupError('BGSAVE on Redis at %s failed (rdb_last_bgsave_status:%s); see the '
                           'Redis log (disk full? permissions of dir?)' % (

@@ -184,6 +184,7 @@ def restore_snapshot(conn, backup_dir=DEFAULT_BACKUP_DIR, snapshot='latest', sna
                   size_bytes=entry['size_bytes'], duration_seconds=round(time.monotonic() - began, 3))
     return result
 
+
 def _swap_in(client, conn, control, layout, backup_dir, entry, extract):
     data = layout['dir']
     rdb_live = os.path.join(data, layout['dbfilename'])

@@ -232,6 +232,7 @@ def mark_failed(backup_dir, name, error):
                          verified_at=naming.format_timestamp())
     repair_pointers(backup_dir)
 
+
 def newest(backup_dir, kind):
     entries = [e for e in Manifest(backup_dir).entries() if e.get('kind') == kind
                and retention.is_good(e)]

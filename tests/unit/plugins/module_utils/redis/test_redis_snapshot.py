@@ -108,7 +108,7 @@ def test_aof_manifest_parsing_refuses_paths(tmp_path):
     good.write_text('file appendonly.aof.1.base.rdb seq 1 type b\n'
                     'file appendonly.aof.1.incr.aof seq 1 type i\n')
     assert rchecks.read_aof_manifest(str(good))[1] == ['appendonly.aof.1.base.rdb',
-                                                    'appendonly.aof.1.incr.aof']
+                                                       'appendonly.aof.1.incr.aof']
     bad = tmp_path / 'bad.manifest'
     bad.write_text('file ../../etc/shadow seq 1 type b\n')
     with pytest.raises(BackupError):
