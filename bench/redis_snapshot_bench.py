@@ -9,7 +9,7 @@ Before every run new keys are written, so a copy is *fresh* only if it holds the
 it was when the run started (its key count, read by redis-check-rdb, equals DBSIZE then).
 "BGSAVE s" is the time from our request until INFO reports the save finished (what any
 correct script must wait for); "early" says whether the copy and check started as soon as
-the save's file appeared, before that report (see redis_snapshot._EarlyCopy).
+the save's file appeared, before that report (see redis.rdb._EarlyCopy).
 Scenario "normal": Redis's own BGSAVE speed. Scenario "slow save": rdb-key-save-delay makes
 the BGSAVE take longer than 5 s (a big dataset on a busy disk), where the seed copies the
 previous file. Prints wall times, the BGSAVE duration, freshness and the ratio.
@@ -30,7 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, '.collections'))
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
-from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core  # noqa: E402
+from ansible_collections.codeb.backup.plugins.module_utils.redis import checks  # noqa: E402
+from ansible_collections.codeb.backup.plugins.module_utils.redis import snapshot  # noqa: E402
 from helpers.servers import RedisServer  # noqa: E402
 
 
@@ -44,8 +45,8 @@ def seed_way(server, dest):
 
 def our_way(server, backup_dir):
     began = time.monotonic()
-    result = core.take_snapshot(dict(login_port=server.port), backup_dir=backup_dir,
-                                formats=['rdb'], metrics_dir='', prune_old=False)
+    result = snapshot.take_snapshot(dict(login_port=server.port), backup_dir=backup_dir,
+                                    formats=['rdb'], metrics_dir='', prune_old=False)
     return time.monotonic() - began, result['snapshots'][0]
 
 
@@ -61,7 +62,7 @@ def round_trip(server, work, label, index):
     expected = client.dbsize()
     seed_copy = os.path.join(work, 'seed-%s-%d.rdb' % (label, index))
     seed_wall = seed_way(server, seed_copy)
-    seed_keys = core.check_rdb(seed_copy)[0]
+    seed_keys = checks.check_rdb(seed_copy)[0]
     wait_idle(client)
 
     client.execute_command('DEBUG', 'POPULATE', 1000, 'ours%s%d' % (label, index))

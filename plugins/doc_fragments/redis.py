@@ -41,3 +41,16 @@ options:
     description: CA bundle for O(tls=true).
     type: path
 '''
+
+    # The snapshot store options of redis_snapshot and redis_snapshot_info.
+    STORE = r'''
+options:
+  backup_dir:
+    description: Directory holding the snapshots and their C(manifest.json). Absolute path.
+    type: path
+    default: /opt/codeb/db-backup/redis
+  snapshot_format:
+    description: Restrict the snapshots the task works on to RDB (V(rdb)) or AOF (V(aof)) ones.
+    type: str
+    choices: [rdb, aof]
+'''

@@ -23,7 +23,7 @@ SUBSYSTEMS = (
     'postgres.cli',
     'postgres.pgbackrest',
     'env.cli',
-    'redis_snapshot',
+    'redis.cli',
     'bluegreen.cli',
     'ship',  # last: its help lists the channels the others registered
 )

@@ -122,21 +122,43 @@ def atomic_write_json(final_path, obj, mode=0o600):
     atomic_write_bytes(final_path, data.encode('utf-8'), mode)
 
 
+def copy_hashed(source, target, size=None):
+    """Copy the open binary file ``source`` to the open binary file ``target`` in chunks,
+    hashing the bytes as they pass; return ``(sha256, bytes copied)``. With ``size`` at
+    most that many bytes are read (the caller compares the count: a short stream).
+
+    The one hash-while-copy of the collection: artifacts, received streams and shipped
+    files are hashed from the bytes actually written, never by reading the copy again.
+    """
+    digest = hashlib.sha256()
+    copied = 0
+    while size is None or copied < size:
+        chunk = source.read(CHUNK if size is None else min(CHUNK, size - copied))
+        if not chunk:
+            break
+        digest.update(chunk)
+        target.write(chunk)
+        copied += len(chunk)
+    return digest.hexdigest(), copied
+
+
+def copy_hashed_to(source, path):
+    """Copy the open binary file ``source`` to a new file at ``path`` (see
+    :func:`copy_hashed`); the caller commits or discards ``path``."""
+    with open(path, 'wb') as target:
+        return copy_hashed(source, target)
+
+
 def durable_copy(src, final_path, mode=0o600):
     """Copy ``src`` to ``final_path`` durably; return ``(sha256, size)`` of what was written.
 
     The hash is computed from the bytes as they are written, so a caller can compare it
     with the source's recorded hash without reading the copy again.
     """
-    digest = hashlib.sha256()
-    size = 0
     with atomic_path(final_path, mode) as temp:
-        with open(src, 'rb') as source, open(temp, 'wb') as target:
-            for chunk in iter(lambda: source.read(CHUNK), b''):
-                digest.update(chunk)
-                size += len(chunk)
-                target.write(chunk)
-    return digest.hexdigest(), size
+        with open(src, 'rb') as source:
+            result = copy_hashed_to(source, temp)
+    return result
 
 
 def temps_of(final_name):

@@ -96,6 +96,7 @@ _REF_RE = re.compile(r'\A[A-Za-z0-9][A-Za-z0-9_.:+-]*\Z')
 REF_MAX = 255
 # One version file of the env store: its UTC timestamp and ".env".
 ENV_VERSION_FILE_RE = re.compile(r'\A(%s)\.env\Z' % TIMESTAMP_PATTERN)
+# A sha256 as every manifest records it: 64 lowercase hex digits.
 SHA256_RE = re.compile(r'\A[0-9a-f]{64}\Z')
 
 
@@ -109,3 +110,13 @@ def validate_ref(param, value):
             'starting with a letter or digit, at most %d characters (no "/", no "..")'
             % (param, value, REF_MAX), param=param)
     return value
+
+
+def is_timestamp(value):
+    """True if ``value`` has the ``YYYY-MM-DDTHH:MM:SS`` form of an artifact timestamp."""
+    return isinstance(value, str) and bool(_TIMESTAMP_RE.match(value))
+
+
+def artifact_re(prefix, suffix):
+    """The artifact names ``{prefix}{timestamp}{suffix}``; group 1 is the timestamp."""
+    return re.compile(r'\A%s(%s)%s\Z' % (re.escape(prefix), TIMESTAMP_PATTERN, re.escape(suffix)))

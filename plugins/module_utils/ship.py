@@ -29,7 +29,6 @@ process, so every path through here verifies in the same way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -41,6 +40,9 @@ import threading
 from ansible_collections.codeb.backup.plugins.module_utils import durable, naming
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
+from ansible_collections.codeb.backup.plugins.module_utils.spec import (
+    Option, add_arguments, params_from_args,
+)
 
 VERBS = ('have', 'put')
 INCOMING = '.incoming'
@@ -48,7 +50,6 @@ LOCK_NAME = '.receive.lock'
 HEADER_MAX = 64 * 1024
 DEFAULT_SSH = 'ssh'
 DEFAULT_CONNECT_TIMEOUT = 20
-_SHA_RE = re.compile(r'\A[0-9a-f]{64}\Z')
 # An artifact name is one path component: letters, digits, "_", "-", "." and ":" (the
 # timestamps), starting with a letter or digit, so it can never leave its directory, hide
 # or read as an option.
@@ -107,7 +108,7 @@ def validate_entry(entry):
                           % (name,), param='entry.file')
     naming.validate_file_name('entry.file', name)
     sha = entry.get('sha256')
-    if not isinstance(sha, str) or not _SHA_RE.match(sha):
+    if not isinstance(sha, str) or not naming.SHA256_RE.match(sha):
         raise BackupError('entry.sha256 must be 64 lowercase hex digits; got %r' % (sha,),
                           param='entry')
     size = entry.get('size_bytes')
@@ -252,23 +253,17 @@ def _read_header(stream):
 
 def _write_exactly(stream, path, size):
     """Copy exactly ``size`` bytes of ``stream`` to ``path`` (fsynced); ``(sha256, size)``."""
-    digest = hashlib.sha256()
-    left = size
     with open(path, 'wb') as target:
-        while left:
-            chunk = stream.read(min(durable.CHUNK, left))
-            if not chunk:
-                raise BackupError('the transfer was cut short: %d of %d bytes arrived; nothing '
-                                  'was stored' % (size - left, size), param='entry')
-            digest.update(chunk)
-            target.write(chunk)
-            left -= len(chunk)
+        sha, copied = durable.copy_hashed(stream, target, size)
+        if copied < size:
+            raise BackupError('the transfer was cut short: %d of %d bytes arrived; nothing '
+                              'was stored' % (copied, size), param='entry')
         if stream.read(1):
             raise BackupError('the transfer sent more than the %d bytes its entry announced; '
                               'nothing was stored' % size, param='entry')
         target.flush()
         os.fsync(target.fileno())
-    return digest.hexdigest(), size
+    return sha, size
 
 
 def receive(original_command, stream, root, accepted, options=None, lock_timeout=60):
@@ -403,8 +398,7 @@ def _put(target, channel, directory, path, entry):
         try:
             with os.fdopen(write_fd, 'wb') as sink, open(path, 'rb') as source:
                 sink.write(header)
-                for chunk in iter(lambda: source.read(durable.CHUNK), b''):
-                    sink.write(chunk)
+                durable.copy_hashed(source, sink)
         except (BrokenPipeError, OSError) as exc:
             failure['error'] = exc
 
@@ -419,21 +413,30 @@ def _put(target, channel, directory, path, entry):
 
 # --------------------------------------------------------------------------- host CLI
 
+def target_options(prefix='ship'):
+    """The options of a sending command that say where to ship (``ship_host`` ...)."""
+    return (
+        Option('%s_host' % prefix, default='',
+               help='backup host to ship to over SSH ("" = the backup root is on this host)'),
+        Option('%s_user' % prefix, default='root', help='SSH user on the backup host'),
+        Option('%s_port' % prefix, type='int', default=22, help='SSH port'),
+        Option('%s_key' % prefix, type='path', help='private key of the shipping user'),
+        Option('%s_known_hosts' % prefix, type='path',
+               help='known_hosts file holding the backup host\'s key'),
+        Option('%s_dir' % prefix, type='path', help='directory on the backup host'),
+    )
+
+
 def add_target_arguments(parser, prefix='ship'):
     """The ``--ship-*`` options of a sending command (shared by every subsystem)."""
-    parser.add_argument('--%s-host' % prefix, default='',
-                        help='backup host to ship to over SSH ("" = the backup root is on this host)')
-    parser.add_argument('--%s-user' % prefix, default='root', help='SSH user on the backup host')
-    parser.add_argument('--%s-port' % prefix, type=int, default=22, help='SSH port (default 22)')
-    parser.add_argument('--%s-key' % prefix, help='private key of the shipping user')
-    parser.add_argument('--%s-known-hosts' % prefix,
-                        help='known_hosts file holding the backup host\'s key')
-    parser.add_argument('--%s-dir' % prefix, help='directory on the backup host')
+    add_arguments(parser, target_options(prefix))
 
 
 def target_from_args(args, prefix='ship'):
+    params = params_from_args(args, target_options(prefix))
+
     def get(name):
-        return getattr(args, '%s_%s' % (prefix, name))
+        return params['%s_%s' % (prefix, name)]
     return Target(host=get('host') or None, user=get('user'), port=get('port'),
                   key_file=get('key'), known_hosts=get('known_hosts'))
 

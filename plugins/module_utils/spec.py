@@ -47,7 +47,8 @@ class Option(object):
         self.no_log = no_log
         self.elements = elements
         self.help = help
-        # a mapping has no command-line spelling: the host command reads it from a file
+        # a mapping has no command-line spelling: the host command reads it from a file, or
+        # only the modules take it
         self.cli = cli and not no_log and type != 'dict'
         self.flag_aliases = tuple(flag_aliases)
 

@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: redis_persistence
 short_description: Apply Redis persistence settings to a running instance with CONFIG SET
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Compares the persistence settings given in O(settings) with the live values
     (C(CONFIG GET)) and sets the ones that differ with C(CONFIG SET), so the running instance
@@ -17,6 +17,9 @@ description:
   - Settings Redis cannot change safely at run time (C(dir), C(appenddirname),
     C(appendfilename)) are not set; they are returned in RV(restart_required) so the caller
     restarts the instance only when that list is not empty.
+  - C(changed) is true when a setting was set live (in check mode, would be set). A setting
+    listed only in RV(restart_required) does not make the task changed, since nothing was
+    written.
   - Values are compared the way Redis reports them, so V(64mb) equals C(67108864), V(true)
     equals C(yes), and an empty C(save) list means C(save "") (RDB save points off).
   - This module does not rewrite the configuration file (no C(CONFIG REWRITE)); template the
@@ -54,7 +57,7 @@ seealso:
 '''
 
 EXAMPLES = r'''
-- name: Seed persistence settings, live
+- name: Apply the persistence settings live
   codeb.backup.redis_persistence:
     login_password: "{{ redis_password }}"
     settings:
@@ -97,23 +100,25 @@ after:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
+from ansible_collections.codeb.backup.plugins.module_utils.spec import argument_spec
+from ansible_collections.codeb.backup.plugins.module_utils.redis.options import (
+    CONNECTION_OPTIONS, PERSISTENCE_OPTIONS, connection_params,
+)
+from ansible_collections.codeb.backup.plugins.module_utils.redis.connection import HAS_REDIS
+from ansible_collections.codeb.backup.plugins.module_utils.redis.persistence import apply_settings
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            core.connection_argument_spec(),
-            settings=dict(type='dict', required=True),
-        ),
+        argument_spec=argument_spec(CONNECTION_OPTIONS + PERSISTENCE_OPTIONS),
         supports_check_mode=True,
     )
-    if not core.HAS_REDIS:
+    if not HAS_REDIS:
         module.fail_json(msg=missing_required_lib('redis (Debian: python3-redis)'))
-    conn = core.connection_params(module.params)
+    conn = connection_params(module.params)
     try:
-        result = core.apply_settings(conn, module.params['settings'], module.check_mode)
+        result = apply_settings(conn, module.params['settings'], module.check_mode)
     except Exception as exc:  # every failure, whatever its type, as a result naming what failed
         module.fail_json(**as_backup_error(exc, 'redis_persistence').as_result())
     if module._diff:

@@ -8,8 +8,8 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 ---
 module: redis_snapshot
-short_description: Fresh, checked Redis 7 RDB and AOF snapshots, their restore and shipping
-version_added: "1.0.0"
+short_description: Fresh, checked Redis 7 RDB and AOF snapshots and their restore
+version_added: "0.1.0"
 description:
   - O(state=present) asks Redis for C(BGSAVE SCHEDULE) and waits until a save that started
     after the request has finished with C(rdb_last_bgsave_status:ok) (C(INFO persistence),
@@ -32,15 +32,15 @@ description:
     C(dump.rdb) when C(appendonly yes), so an RDB restored into such an instance is also
     installed as the base of a fresh multi-part AOF. A failed restore puts the previous files
     back and starts Redis again.
-  - O(state=imported) takes a snapshot shipped to this host (the backup host) into
-    O(backup_dir), verifying its sha256 against the source manifest O(entry) on arrival. The
-    host command C(codeb-backup receive), the forced SSH command the cron job ships to
-    (C(codeb-backup redis-snapshot --ship), C(codeb-backup redis-ship)), runs the same import.
+  - Shipping to the backup host is the host command's (C(codeb-backup redis-ship), or
+    C(codeb-backup redis-snapshot --ship)); the backup host takes each snapshot in with
+    C(codeb-backup receive), which verifies its sha256 on arrival.
   - O(state=verified) re-checks O(snapshot) (V(all) for every one) against the
     manifest (size, sha256) and with C(redis-check-rdb) / C(redis-check-aof). Only such
     evidence marks a snapshot C(failed_verification) (never restored as V(latest), shipped or
     counted towards O(keep_min)); a check that cannot run (tool missing, disk full) fails the
     task and changes no snapshot's status. A restore refused on such evidence marks it too.
+    The manifest is rewritten (and C(changed) is true) only when a status changed.
   - A lock per O(backup_dir) makes a second concurrent run wait O(lock_timeout) seconds, then
     fail clearly. Under that lock every run first reconciles what a killed or out-of-space run
     left (temporaries, a scratch C(redis-server), C(auto-aof-rewrite-percentage) left at 0,
@@ -70,10 +70,9 @@ options:
     description:
       - V(present) takes a new snapshot (RDB and/or AOF per O(formats)), then applies retention.
       - V(restored) restores O(snapshot) into the running instance.
-      - V(imported) stores a shipped snapshot O(src) on this host, verifying the C(sha256) in O(entry).
       - V(verified) re-checks O(snapshot) and records the outcome in the manifest.
     type: str
-    choices: [present, restored, imported, verified]
+    choices: [present, restored, verified]
     default: present
   formats:
     description:
@@ -83,10 +82,6 @@ options:
     elements: str
     choices: [rdb, aof]
     default: [rdb, aof]
-  backup_dir:
-    description: Directory holding the snapshots and their C(manifest.json). Absolute path.
-    type: path
-    default: /opt/codeb/db-backup/redis
   instance:
     description:
       - Name of the instance, used as the metrics C(target) label. Letters, digits, C(_),
@@ -102,10 +97,6 @@ options:
         restricts it to one kind).
     type: str
     default: latest
-  snapshot_format:
-    description: Restrict O(snapshot) to RDB or AOF snapshots.
-    type: str
-    choices: [rdb, aof]
   service_name:
     description:
       - systemd unit that runs the instance (Debian C(redis-server)); O(state=restored) stops
@@ -150,25 +141,17 @@ options:
     type: int
     default: 3
   rdb_max_age_hours:
-    description: Delete RDB snapshots older than this (the seed's table says 24 h).
+    description: Delete RDB snapshots older than this many hours.
     type: int
     default: 24
   aof_keep:
-    description: How many AOF snapshots to keep (the seed's table says the latest 1).
+    description: How many AOF snapshots to keep (the newest ones).
     type: int
     default: 1
   prune:
-    description: Apply retention after O(state=present) and O(state=imported).
+    description: Apply retention after O(state=present).
     type: bool
     default: true
-  src:
-    description: For O(state=imported), the shipped file on this host.
-    type: path
-  entry:
-    description:
-      - For O(state=imported), the snapshot's entry from the source host's manifest (as
-        returned in RV(snapshots)); at least C(file), C(kind), C(time) and C(sha256).
-    type: dict
   metrics_dir:
     description: node_exporter textfile directory for the job metrics; empty disables them.
     type: path
@@ -180,6 +163,7 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - codeb.backup.redis
+  - codeb.backup.redis.store
 seealso:
   - module: codeb.backup.redis_snapshot_info
   - module: codeb.backup.redis_persistence
@@ -215,13 +199,6 @@ EXAMPLES = r'''
   codeb.backup.redis_snapshot:
     state: verified
     snapshot: all
-
-- name: On the backup host, take a shipped snapshot in (sha256 verified on arrival)
-  codeb.backup.redis_snapshot:
-    state: imported
-    src: /opt/codeb/db-backup/redis/.incoming/{{ item.file }}
-    entry: "{{ item }}"
-  loop: "{{ snap.snapshots }}"
 '''
 
 RETURN = r'''
@@ -255,7 +232,7 @@ reconciled:
     - What the run cleaned up or finished that a killed or out-of-space run had left
       (C(removed), C(adopted), C(removed_damaged), C(finished_deletes), C(scratch_server),
       C(aof_rewrite), C(pointers)); absent when there was nothing.
-  returned: state=present, when anything was left
+  returned: state=present or state=verified, when anything was left
   type: dict
 files:
   description: Paths of the snapshot files written.
@@ -273,10 +250,17 @@ skipped:
   type: dict
   sample: {aof: appendonly is no on this instance}
 pruned:
-  description: Snapshot files deleted by retention.
-  returned: state=present or state=imported
+  description:
+    - The snapshots retention deleted, one dict each with C(file), C(kind), C(time) and the
+      C(reason).
+  returned: state=present and not check mode
   type: list
-  elements: str
+  elements: dict
+  sample:
+    - file: dump-2026-01-06T09:00:00.rdb
+      kind: rdb
+      time: "2026-01-06T09:00:00"
+      reason: older than 1 day
 snapshot:
   description: File name of the snapshot restored.
   returned: state=restored
@@ -301,16 +285,8 @@ loaded_from:
   description: What Redis loaded after the restore (V(aof) when C(appendonly yes), else V(rdb)).
   returned: state=restored and not check mode
   type: str
-file:
-  description: Path of the imported snapshot.
-  returned: state=imported
-  type: str
-sha256:
-  description: sha256 of the imported snapshot, verified against the C(sha256) in O(entry).
-  returned: state=imported
-  type: str
 size_bytes:
-  description: Bytes written (all snapshots), restored or imported.
+  description: Bytes written (all snapshots), restored or verified.
   returned: always
   type: int
 duration_seconds:
@@ -321,83 +297,60 @@ duration_seconds:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
+from ansible_collections.codeb.backup.plugins.module_utils.spec import argument_spec
+from ansible_collections.codeb.backup.plugins.module_utils.redis import options
+from ansible_collections.codeb.backup.plugins.module_utils.redis.connection import HAS_REDIS
+from ansible_collections.codeb.backup.plugins.module_utils.redis.restore import (
+    predict_restore, restore_snapshot,
+)
+from ansible_collections.codeb.backup.plugins.module_utils.redis.snapshot import (
+    predict_snapshot, take_snapshot,
+)
+from ansible_collections.codeb.backup.plugins.module_utils.redis.verify import verify_snapshots
 
 
 def run(params, check_mode):
-    conn = core.connection_params(params)
+    conn = options.connection_params(params)
     state = params['state']
     if state == 'present':
         common = dict(backup_dir=params['backup_dir'], instance=params['instance'],
                       formats=params['formats'], data_dir=params['data_dir'],
                       timeout=params['timeout'])
         if check_mode:
-            return core.predict_snapshot(conn, **common)
-        return core.take_snapshot(
+            return predict_snapshot(conn, **common)
+        return take_snapshot(
             conn, keep_min=params['keep_min'], rdb_max_age_hours=params['rdb_max_age_hours'],
             aof_keep=params['aof_keep'], prune_old=params['prune'],
             verify_load=params['verify_load'], metrics_dir=params['metrics_dir'] or '',
             lock_timeout=params['lock_timeout'], **common)
     if state == 'restored':
         if check_mode:
-            return core.predict_restore(
+            return predict_restore(
                 conn, params['backup_dir'], params['snapshot'], params['snapshot_format'],
                 instance=params['instance'], service_name=params['service_name'],
                 stop_command=params['stop_command'], start_command=params['start_command'],
                 data_dir=params['data_dir'], timeout=params['timeout'])
-        return core.restore_snapshot(
+        return restore_snapshot(
             conn, backup_dir=params['backup_dir'], snapshot=params['snapshot'],
             snapshot_format=params['snapshot_format'], instance=params['instance'],
             service_name=params['service_name'], stop_command=params['stop_command'],
             start_command=params['start_command'], data_dir=params['data_dir'],
             appendonly=params['appendonly'], timeout=params['timeout'],
             metrics_dir=params['metrics_dir'] or '', lock_timeout=params['lock_timeout'])
-    if state == 'verified':
-        return core.verify_snapshots(
-            params['backup_dir'], snapshot=params['snapshot'],
-            snapshot_format=params['snapshot_format'],
-            instance=params['instance'], metrics_dir=params['metrics_dir'] or '',
-            lock_timeout=params['lock_timeout'], check_mode=check_mode)
-    return core.import_snapshot(
-        params['src'], params['entry'], backup_dir=params['backup_dir'],
-        keep_min=params['keep_min'], rdb_max_age_hours=params['rdb_max_age_hours'],
-        aof_keep=params['aof_keep'], prune_old=params['prune'], check_mode=check_mode,
-        lock_timeout=params['lock_timeout'])
+    return verify_snapshots(
+        params['backup_dir'], snapshot=params['snapshot'],
+        snapshot_format=params['snapshot_format'],
+        instance=params['instance'], metrics_dir=params['metrics_dir'] or '',
+        lock_timeout=params['lock_timeout'], check_mode=check_mode)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            core.connection_argument_spec(),
-            state=dict(type='str', default='present',
-                       choices=['present', 'restored', 'imported', 'verified']),
-            formats=dict(type='list', elements='str', default=['rdb', 'aof'],
-                         choices=list(core.FORMATS)),
-            backup_dir=dict(type='path', default=core.DEFAULT_BACKUP_DIR),
-            instance=dict(type='str', default=core.DEFAULT_INSTANCE),
-            snapshot=dict(type='str', default='latest'),
-            snapshot_format=dict(type='str', choices=list(core.FORMATS)),
-            service_name=dict(type='str'),
-            stop_command=dict(type='list', elements='str'),
-            start_command=dict(type='list', elements='str'),
-            data_dir=dict(type='path'),
-            appendonly=dict(type='bool'),
-            verify_load=dict(type='bool', default=True),
-            timeout=dict(type='float', default=float(core.DEFAULT_TIMEOUT)),
-            keep_min=dict(type='int', default=core.DEFAULT_KEEP_MIN),
-            rdb_max_age_hours=dict(type='int', default=core.DEFAULT_RDB_MAX_AGE_HOURS),
-            aof_keep=dict(type='int', default=core.DEFAULT_AOF_KEEP),
-            prune=dict(type='bool', default=True),
-            src=dict(type='path'),
-            entry=dict(type='dict'),
-            metrics_dir=dict(type='path', default='/var/lib/prometheus/node-exporter'),
-            lock_timeout=dict(type='float', default=60.0),
-        ),
-        required_if=[('state', 'imported', ('src', 'entry'))],
+        argument_spec=argument_spec(options.CONNECTION_OPTIONS + options.SNAPSHOT_OPTIONS),
         supports_check_mode=True,
     )
-    if not core.HAS_REDIS and module.params['state'] != 'imported':
+    if not HAS_REDIS and module.params['state'] != 'verified':
         module.fail_json(msg=missing_required_lib('redis (Debian: python3-redis)'))
     try:
         result = run(module.params, module.check_mode)

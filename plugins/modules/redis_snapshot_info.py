@@ -9,7 +9,7 @@ DOCUMENTATION = r'''
 ---
 module: redis_snapshot_info
 short_description: List the Redis snapshots in a backup directory
-version_added: "1.0.0"
+version_added: "0.1.0"
 description:
   - Reads C({backup_dir}/manifest.json) written by M(codeb.backup.redis_snapshot) and returns
     its entries, newest first, with where C(current.rdb) and C(current.aof) point.
@@ -19,6 +19,7 @@ author:
   - codeb.backup contributors (@codeb)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - codeb.backup.redis.store
 attributes:
   platform:
     platforms: posix
@@ -28,14 +29,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  backup_dir:
-    description: Directory holding the snapshots and their manifest.
-    type: path
-    default: /opt/codeb/db-backup/redis
-  snapshot_format:
-    description: Only list RDB or only AOF snapshots.
-    type: str
-    choices: [rdb, aof]
   verify:
     description: Recompute every sha256 and report it in C(verified) of each entry of RV(snapshots).
     type: bool
@@ -67,13 +60,15 @@ snapshots:
   type: list
   elements: dict
   sample:
-    - file: dump-2026-01-07T10:00:00.rdb
-      kind: rdb
-      time: "2026-01-07T10:00:00"
-      sha256: 63d8333310f657eaf40726843546f52540efcee621fe3e0aeec6f721bd6738a6
-      size_bytes: 8873
-      keys: 1001
-      path: /opt/codeb/db-backup/redis/dump-2026-01-07T10:00:00.rdb
+    - file: appendonly-2026-01-07T11:00:00.aof.tar
+      kind: aof
+      status: ok
+      time: "2026-01-07T11:00:00"
+      files: [appendonly.aof.1.base.rdb, appendonly.aof.1.incr.aof]
+      keys: 1002
+      sha256: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
+      size_bytes: 20480
+      path: /opt/codeb/db-backup/redis/appendonly-2026-01-07T11:00:00.aof.tar
       present: true
 current:
   description: The file names C(current.rdb) and C(current.aof) point at (null if absent).
@@ -97,28 +92,28 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
 from ansible_collections.codeb.backup.plugins.module_utils.errors import as_backup_error
+from ansible_collections.codeb.backup.plugins.module_utils.spec import argument_spec
+from ansible_collections.codeb.backup.plugins.module_utils.redis.options import (
+    INFO_OPTIONS, POINTERS,
+)
+from ansible_collections.codeb.backup.plugins.module_utils.redis.store import list_snapshots
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            backup_dir=dict(type='path', default=core.DEFAULT_BACKUP_DIR),
-            snapshot_format=dict(type='str', choices=list(core.FORMATS)),
-            verify=dict(type='bool', default=False),
-        ),
+        argument_spec=argument_spec(INFO_OPTIONS),
         supports_check_mode=True,
     )
     backup_dir = module.params['backup_dir']
     try:
-        entries = core.list_snapshots(backup_dir, verify=module.params['verify'])
+        entries = list_snapshots(backup_dir, verify=module.params['verify'])
     except Exception as exc:  # every failure, whatever its type, as a result naming what failed
         module.fail_json(**as_backup_error(exc, 'redis_snapshot_info').as_result())
     if module.params['snapshot_format']:
         entries = [e for e in entries if e.get('kind') == module.params['snapshot_format']]
     current = {}
-    for kind, name in core.POINTERS.items():
+    for kind, name in POINTERS.items():
         link = os.path.join(backup_dir, name)
         current[kind] = os.readlink(link) if os.path.islink(link) else None
     damaged = [e['file'] for e in entries

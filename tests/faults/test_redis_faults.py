@@ -18,12 +18,14 @@ import time
 import pytest
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable
-from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils.redis import options as ropts
+from ansible_collections.codeb.backup.plugins.module_utils.redis import connection as rconn
+from ansible_collections.codeb.backup.plugins.module_utils.redis import scratch as rscratch
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import MANIFEST_NAME
 
 from faults import harness
 
-ALLOWED = {MANIFEST_NAME, '.%s.lock' % MANIFEST_NAME, core.LOCK_NAME, 'current.rdb', 'current.aof'}
+ALLOWED = {MANIFEST_NAME, '.%s.lock' % MANIFEST_NAME, ropts.LOCK_NAME, 'current.rdb', 'current.aof'}
 PERCENTAGE = '77'  # not Redis's default, so "put back" cannot be confused with a reset
 SCRATCH_PREFIX = 'codeb-redis-scratch-'  # the scratch servers' socket dirs in /tmp
 
@@ -89,7 +91,7 @@ def assert_clean(backup, server=None):
         assert entry['status'] == 'ok', entry
         assert os.path.getsize(path) == entry['size_bytes'], entry
         assert durable.sha256_file(path) == entry['sha256'], entry
-    for kind, pointer in core.POINTERS.items():
+    for kind, pointer in ropts.POINTERS.items():
         of_kind = sorted((e['time'], e['file']) for e in entries.values() if e['kind'] == kind)
         if of_kind:
             assert os.readlink(os.path.join(backup, pointer)) == of_kind[-1][1]
@@ -106,7 +108,7 @@ def _verify_all(backup):
 
 
 def _success_time(metrics, kind):
-    values = harness.read_metrics(harness.metrics_file(metrics, core.METRIC_KIND[kind], 'redis'))
+    values = harness.read_metrics(harness.metrics_file(metrics, ropts.METRIC_KIND[kind], 'redis'))
     assert values['codeb_backup_last_status'] == 1, values
     return values['codeb_backup_last_success_timestamp_seconds']
 
@@ -214,7 +216,7 @@ def test_killed_while_rewrites_are_paused_the_next_run_puts_the_original_back(
     assert run.result['aof_rewrite_percentage'] == int(PERCENTAGE)
     assert run.result['reconciled']['aof_rewrite'] == {'restored': PERCENTAGE}
     assert_clean(backup, server)
-    assert not os.path.exists(os.path.join(backup, core.REWRITE_RECORD))
+    assert not os.path.exists(os.path.join(backup, ropts.REWRITE_RECORD))
 
 
 def test_killed_during_verify_load_leaves_no_scratch_server_running(redis_factory, tmp_path):
@@ -239,7 +241,7 @@ def test_a_leftover_scratch_server_is_stopped_by_pid_only_if_it_is_really_ours(t
     backup = tmp_path / 'b'
     backup.mkdir()
     sock_dir = os.path.join(os.path.realpath(tempfile.gettempdir()),
-                            core.SCRATCH_PREFIX + 'faulttest%d' % os.getpid())
+                            ropts.SCRATCH_PREFIX + 'faulttest%d' % os.getpid())
     os.mkdir(sock_dir)
     sock = os.path.join(sock_dir, 'redis.sock')
     scratch = subprocess.Popen(['redis-server', '--port', '0', '--unixsocket', sock, '--save', '',
@@ -248,18 +250,18 @@ def test_a_leftover_scratch_server_is_stopped_by_pid_only_if_it_is_really_ours(t
     try:
         harness.wait_until(lambda: os.path.exists(sock), 30, 'the stand-in scratch server')
         # a record whose pid is now some other process: never killed
-        durable.atomic_write_json(str(backup / core.SCRATCH_RECORD), dict(
+        durable.atomic_write_json(str(backup / ropts.SCRATCH_RECORD), dict(
             dir=sock_dir, socket=sock, pid=other.pid,
-            start_time=core._proc_start_time(other.pid)))
-        report = core.stop_leftover_scratch(str(backup))
+            start_time=rconn.proc_start_time(other.pid)))
+        report = rscratch.stop_leftover_scratch(str(backup))
         assert report['stopped'] is False and other.poll() is None
-        assert not os.path.exists(backup / core.SCRATCH_RECORD)
+        assert not os.path.exists(backup / ropts.SCRATCH_RECORD)
         # the real one: stopped, its dir removed
         os.mkdir(sock_dir) if not os.path.isdir(sock_dir) else None
-        durable.atomic_write_json(str(backup / core.SCRATCH_RECORD), dict(
+        durable.atomic_write_json(str(backup / ropts.SCRATCH_RECORD), dict(
             dir=sock_dir, socket=sock, pid=scratch.pid,
-            start_time=core._proc_start_time(scratch.pid)))
-        report = core.stop_leftover_scratch(str(backup))
+            start_time=rconn.proc_start_time(scratch.pid)))
+        report = rscratch.stop_leftover_scratch(str(backup))
         assert report['stopped'] is True
         assert scratch.wait(30) == -signal.SIGKILL
         assert not os.path.exists(sock_dir)
@@ -281,7 +283,7 @@ def _expect_failed_run(argv, metrics, before, since):
         if kind in done:
             assert _success_time(metrics, kind) >= since
         else:
-            harness.assert_failure_recorded(metrics, core.METRIC_KIND[kind], 'redis',
+            harness.assert_failure_recorded(metrics, ropts.METRIC_KIND[kind], 'redis',
                                             previous_success=before[kind], since=since)
     assert done != {'rdb', 'aof'}, 'the run was meant to run out of space: %s' % run
     return run

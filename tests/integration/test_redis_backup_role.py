@@ -69,8 +69,8 @@ def test_role_templates_applies_live_installs_cron_and_is_idempotent(redis_facto
     assert main_conf.rstrip().endswith('include %s' % (tmp_path / 'codeb-persistence.conf'))
 
     cron = (tmp_path / 'cron.d' / 'codeb-redis-backup').read_text()
-    assert 'redis-snapshot' in cron and '--password-file' in cron and 'role-secret' not in cron
-    assert '--port %d' % server.port in cron
+    assert 'redis-snapshot' in cron and '--login-password-file' in cron and 'role-secret' not in cron
+    assert '--login-port %d' % server.port in cron
     pw = tmp_path / 'etc' / 'redis.password'
     assert stat.S_IMODE(os.stat(pw).st_mode) == 0o600 and pw.read_text() == 'role-secret\n'
     assert 'role-secret' not in json.dumps(out)

@@ -18,7 +18,9 @@ import time
 import pytest
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, ship
-from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils.redis import options as ropts
+from ansible_collections.codeb.backup.plugins.module_utils.redis import shipping as rship
+from ansible_collections.codeb.backup.plugins.module_utils.redis import snapshot as rsnap
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
 from helpers.ansible_runner import ROOT
@@ -113,8 +115,8 @@ def test_damaged_in_transit_is_refused_and_nothing_stored(redis_factory, backup_
     server = redis_factory(appendonly=False)
     server.client().set('a', 1)
     local = str(tmp_path / 'storage')
-    entry = core.take_snapshot(dict(login_port=server.port), backup_dir=local,
-                               metrics_dir='')['snapshots'][0]
+    entry = rsnap.take_snapshot(dict(login_port=server.port), backup_dir=local,
+                                metrics_dir='')['snapshots'][0]
     remote = str(backup_host.root / 'redis')
     # the bytes sent differ from what the manifest entry promises
     damaged = tmp_path / entry['file']
@@ -123,7 +125,7 @@ def test_damaged_in_transit_is_refused_and_nothing_stored(redis_factory, backup_
     damaged.write_bytes(bytes(data))
     target = ship.Target(**backup_host.target_kwargs())
     with pytest.raises(BackupError) as info:
-        ship.push([(str(damaged), entry)], target, core.SHIP_CHANNEL, remote)
+        ship.push([(str(damaged), entry)], target, ropts.SHIP_CHANNEL, remote)
     assert 'arrived damaged' in info.value.msg
     assert _files(remote) == []
     assert os.listdir(os.path.join(remote, ship.INCOMING)) == [ship.LOCK_NAME]
@@ -134,16 +136,16 @@ def test_kill_9_of_ssh_mid_stream_leaves_nothing_final_and_retry_ships(
     server = redis_factory(appendonly=False, extra_config={'enable-debug-command': 'yes'})
     server.client().execute_command('DEBUG', 'POPULATE', 200000, 'big', 100)
     local = tmp_path / 'storage'
-    entry = core.take_snapshot(dict(login_port=server.port), backup_dir=str(local),
-                               formats=['rdb'], metrics_dir='')['snapshots'][0]
+    entry = rsnap.take_snapshot(dict(login_port=server.port), backup_dir=str(local),
+                                formats=['rdb'], metrics_dir='')['snapshots'][0]
     assert entry['size_bytes'] > 4 * durable.CHUNK
     remote = backup_host.root / 'redis'
     incoming = remote / ship.INCOMING
     target = ship.Target(**backup_host.target_kwargs())
     # The same ssh command ship.push runs; we feed it half the file, then kill -9 it.
-    proc = subprocess.Popen(target.argv('put %s %s' % (core.SHIP_CHANNEL, remote)),
+    proc = subprocess.Popen(target.argv('put %s %s' % (ropts.SHIP_CHANNEL, remote)),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.stdin.write((json.dumps(dict(entry=core._ship_entry(entry))) + '\n').encode())
+    proc.stdin.write((json.dumps(dict(entry=rship._ship_entry(entry))) + '\n').encode())
     with open(local / entry['file'], 'rb') as source:
         proc.stdin.write(source.read(entry['size_bytes'] // 2))
     proc.stdin.flush()
@@ -185,14 +187,14 @@ def test_same_host_ship_runs_the_same_receive_path(redis_factory, tmp_path):
     server = redis_factory(appendonly=False)
     server.client().set('x', 1)
     local = str(tmp_path / 'storage')
-    core.take_snapshot(dict(login_port=server.port), backup_dir=local, metrics_dir='')
+    rsnap.take_snapshot(dict(login_port=server.port), backup_dir=local, metrics_dir='')
     target_dir = str(tmp_path / 'backup-root' / 'redis')
-    out = core.ship_snapshots(local, ship.Target(), target_dir, metrics_dir='')
+    out = rship.ship_snapshots(local, ship.Target(), target_dir, metrics_dir='')
     assert len(out['shipped']) == 1 and out['host'] == 'localhost'
     assert _files(target_dir) == sorted(['current.rdb', 'manifest.json',
                                          out['shipped'][0]['file']])
-    assert core.ship_snapshots(local, ship.Target(), target_dir, metrics_dir='')['changed'] is False
+    assert rship.ship_snapshots(local, ship.Target(), target_dir, metrics_dir='')['changed'] is False
     # backup root == this directory (the local inventory): nothing to do
-    same = core.ship_snapshots(local, ship.Target(), local, metrics_dir='')
+    same = rship.ship_snapshots(local, ship.Target(), local, metrics_dir='')
     assert same['changed'] is False and same['shipped'] == []
     shutil.rmtree(target_dir)

@@ -19,7 +19,14 @@ import pytest
 import redis
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable
-from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils.redis import options as ropts
+from ansible_collections.codeb.backup.plugins.module_utils.redis import restore as rrestore
+from ansible_collections.codeb.backup.plugins.module_utils.redis import store as rstore
+from ansible_collections.codeb.backup.plugins.module_utils.redis import rdb as rrdb
+from ansible_collections.codeb.backup.plugins.module_utils.redis import shipping as rship
+from ansible_collections.codeb.backup.plugins.module_utils.redis import persistence as rpers
+from ansible_collections.codeb.backup.plugins.module_utils.redis import checks as rchecks
+from ansible_collections.codeb.backup.plugins.module_utils.redis import snapshot as rsnap
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
@@ -62,13 +69,13 @@ def _sha(path):
 
 def _snap(server, backup_dir, **kwargs):
     kwargs.setdefault('metrics_dir', str(backup_dir) + '-metrics')
-    return core.take_snapshot(server.conn, backup_dir=str(backup_dir), **kwargs)
+    return rsnap.take_snapshot(server.conn, backup_dir=str(backup_dir), **kwargs)
 
 
 def _restore(server, backup_dir, **kwargs):
     kwargs.setdefault('metrics_dir', str(backup_dir) + '-metrics')
     kwargs.setdefault('start_command', server.start_command)
-    return core.restore_snapshot(server.conn, backup_dir=str(backup_dir), **kwargs)
+    return rrestore.restore_snapshot(server.conn, backup_dir=str(backup_dir), **kwargs)
 
 
 class Writer(threading.Thread):
@@ -145,7 +152,7 @@ def test_slow_save_waits_for_the_fresh_file_while_seed_copies_the_old_one(restor
     waited = time.monotonic() - began
     entry = box['r']['snapshots'][0]
     assert _sha(str(tmp_path / 'seed.rdb')) == old_sha, 'the seed copied the stale file'
-    assert core.check_rdb(str(tmp_path / 'seed.rdb'))[0] == 1
+    assert rchecks.check_rdb(str(tmp_path / 'seed.rdb'))[0] == 1
     assert entry['keys'] == 3001, 'our snapshot is the fresh one'
     assert entry['bgsave_seconds'] > 5 and waited > 5
     assert entry['lastsave'] >= entry['requested']
@@ -167,7 +174,7 @@ def test_aof_snapshot_during_rewrite_is_consistent_and_restores(restorable, tmp_
     assert client.config_get('auto-aof-rewrite-percentage')['auto-aof-rewrite-percentage'] == '100'
     assert int(client.info('persistence')['aof_rewrites']) >= 1
     # the stored set passes redis-check-aof on its own
-    extract = core.verify_artifact(str(tmp_path / 'b'), entry, work_dir=str(tmp_path))
+    extract = rchecks.verify_artifact(str(tmp_path / 'b'), entry, work_dir=str(tmp_path))
     shutil.rmtree(extract)
     target = restorable(appendonly=True)
     restored = _restore(target, tmp_path / 'b', snapshot='latest', snapshot_format='aof')
@@ -259,7 +266,7 @@ def test_corrupted_rdb_is_refused_and_redis_untouched(restorable, tmp_path):
     assert client.info('server')['process_id'] == pid
     assert client.get('live') == b'still here' and client.dbsize() == 201
     assert _data_state(server) == before
-    assert not [n for n in os.listdir(server.base) if n.startswith(core.ASIDE_PREFIX)]
+    assert not [n for n in os.listdir(server.base) if n.startswith(ropts.ASIDE_PREFIX)]
     metrics_file = os.path.join(str(tmp_path / 'b') + '-metrics',
                                 'codeb_backup_redis_restore_redis.prom')
     assert 'codeb_backup_last_status{kind="redis_restore",target="redis"} 0' in open(
@@ -358,11 +365,11 @@ def test_second_concurrent_run_waits_then_fails_clearly(redis_server, tmp_path):
     backup = tmp_path / 'b'
     backup.mkdir()
     conn = dict(login_port=redis_server.port)
-    with job_lock(str(backup / core.LOCK_NAME), 'test holder'):
+    with job_lock(str(backup / ropts.LOCK_NAME), 'test holder'):
         with pytest.raises(LockTimeout) as info:
-            core.take_snapshot(conn, backup_dir=str(backup), lock_timeout=0.3, metrics_dir='')
+            rsnap.take_snapshot(conn, backup_dir=str(backup), lock_timeout=0.3, metrics_dir='')
     assert info.value.param == 'lock_timeout'
-    assert os.listdir(backup) == [core.LOCK_NAME]
+    assert os.listdir(backup) == [ropts.LOCK_NAME]
 
 
 def test_retention_keeps_keep_min_and_latest_aof(redis_server, tmp_path):
@@ -370,12 +377,12 @@ def test_retention_keeps_keep_min_and_latest_aof(redis_server, tmp_path):
     conn = dict(login_port=redis_server.port)
     redis_server.client().set('r', 1)
     for _round in range(3):
-        core.take_snapshot(conn, backup_dir=backup, metrics_dir='', prune_old=False)
+        rsnap.take_snapshot(conn, backup_dir=backup, metrics_dir='', prune_old=False)
     # make every snapshot look 2 days old
     with Manifest(backup).update() as entries:
         for i, entry in enumerate(sorted(entries.values(), key=lambda e: (e['time'], e['file']))):
             entry['time'] = '2020-01-01T00:00:%02d' % i
-    result = core.take_snapshot(conn, backup_dir=backup, metrics_dir='', keep_min=2)
+    result = rsnap.take_snapshot(conn, backup_dir=backup, metrics_dir='', keep_min=2)
     left = Manifest(backup).load()
     kinds = sorted(e['kind'] for e in left.values())
     assert kinds == ['aof', 'rdb', 'rdb'], left.keys()  # newest rdb + 1 old (keep_min 2), 1 aof
@@ -383,19 +390,19 @@ def test_retention_keeps_keep_min_and_latest_aof(redis_server, tmp_path):
     on_disk = sorted(n for n in os.listdir(backup) if n.startswith(('dump-', 'appendonly-')))
     assert on_disk == sorted(left)
     for kind in ('rdb', 'aof'):
-        assert os.readlink(os.path.join(backup, core.POINTERS[kind])) in left
+        assert os.readlink(os.path.join(backup, ropts.POINTERS[kind])) in left
 
 
 def test_import_verifies_sha256_on_arrival(redis_server, tmp_path):
     source = str(tmp_path / 'storage')
     conn = dict(login_port=redis_server.port)
     redis_server.client().set('ship', 1)
-    snaps = core.take_snapshot(conn, backup_dir=source, metrics_dir='')['snapshots']
+    snaps = rsnap.take_snapshot(conn, backup_dir=source, metrics_dir='')['snapshots']
     target = str(tmp_path / 'backup')
     for entry in snaps:
         src = os.path.join(source, entry['file'])
-        assert core.import_snapshot(src, entry, backup_dir=target)['changed'] is True
-        assert core.import_snapshot(src, entry, backup_dir=target)['changed'] is False
+        assert rship.import_snapshot(src, entry, backup_dir=target)['changed'] is True
+        assert rship.import_snapshot(src, entry, backup_dir=target)['changed'] is False
     assert sorted(Manifest(target).load()) == sorted(e['file'] for e in snaps)
     # damaged in transit: refused, nothing stored under the final name
     rdb = [e for e in snaps if e['kind'] == 'rdb'][0]
@@ -405,11 +412,11 @@ def test_import_verifies_sha256_on_arrival(redis_server, tmp_path):
     damaged.write_bytes(bytes(data))
     other = str(tmp_path / 'other')
     with pytest.raises(BackupError) as info:
-        core.import_snapshot(str(damaged), rdb, backup_dir=other)
+        rship.import_snapshot(str(damaged), rdb, backup_dir=other)
     assert info.value.param == 'src' and 'sha256' in info.value.msg
     assert [n for n in os.listdir(other) if not n.startswith('.')] == []
     with pytest.raises(BackupError) as info:
-        core.import_snapshot(str(damaged), dict(rdb, file='../../etc/x.rdb'), backup_dir=other)
+        rship.import_snapshot(str(damaged), dict(rdb, file='../../etc/x.rdb'), backup_dir=other)
     assert info.value.param == 'entry.file'
 
 
@@ -418,18 +425,19 @@ def test_apply_settings_live_and_idempotent(redis_factory):
     conn = dict(login_port=server.port)
     settings = {'appendonly': True, 'appendfsync': 'everysec', 'auto-aof-rewrite-min-size': '64mb',
                 'auto-aof-rewrite-percentage': 100, 'save': [[900, 1], [300, 10], [60, 10000]]}
-    predicted = core.apply_settings(conn, settings, check_mode=True)
+    predicted = rpers.apply_settings(conn, settings, check_mode=True)
     assert predicted['changed'] and 'appendonly' in predicted['applied']
     assert server.client().config_get('appendonly')['appendonly'] == 'no'
-    result = core.apply_settings(conn, settings)
+    result = rpers.apply_settings(conn, settings)
     assert sorted(result['applied']) == ['appendonly', 'save'] and result['restart_required'] == []
     live = server.client().config_get('*')
     assert live['save'] == '900 1 300 10 60 10000' and live['appendonly'] == 'yes'
-    assert core.apply_settings(conn, settings)['changed'] is False
-    emptied = core.apply_settings(conn, {'save': []})
+    assert rpers.apply_settings(conn, settings)['changed'] is False
+    emptied = rpers.apply_settings(conn, {'save': []})
     assert emptied['applied'] == ['save'] and server.client().config_get('save')['save'] == ''
-    moved = core.apply_settings(conn, {'dir': '/nonexistent'})
+    moved = rpers.apply_settings(conn, {'dir': '/nonexistent'})
     assert moved['restart_required'] == ['dir'] and moved['applied'] == []
+    assert moved['changed'] is False  # nothing was set live: the restart is the caller's
     server.settle()
 
 
@@ -528,7 +536,7 @@ def test_persistence_module_diff_and_idempotence(redis_factory):
 
 def test_manifest_sha_matches_every_file(redis_server, tmp_path):
     backup = str(tmp_path / 'b')
-    core.take_snapshot(dict(login_port=redis_server.port), backup_dir=backup, metrics_dir='')
+    rsnap.take_snapshot(dict(login_port=redis_server.port), backup_dir=backup, metrics_dir='')
     for name, entry in Manifest(backup).load().items():
         with open(os.path.join(backup, name), 'rb') as handle:
             assert hashlib.sha256(handle.read()).hexdigest() == entry['sha256']
@@ -567,8 +575,8 @@ def test_unix_socket_and_acl_user_through_the_cli(restorable, tmp_path):
 def test_unreachable_run_marks_failure_and_aof_off_clears_the_aof_job(redis_factory, tmp_path):
     metrics_dir = tmp_path / 'm'
     with pytest.raises(BackupError) as info:
-        core.take_snapshot(dict(login_port=free_port()), backup_dir=str(tmp_path / 'b'),
-                           metrics_dir=str(metrics_dir))
+        rsnap.take_snapshot(dict(login_port=free_port()), backup_dir=str(tmp_path / 'b'),
+                            metrics_dir=str(metrics_dir))
     assert info.value.param == 'login_host' and not (tmp_path / 'b').exists()
     rdb_prom = metrics_dir / 'codeb_backup_redis_rdb_redis.prom'
     aof_prom = metrics_dir / 'codeb_backup_redis_aof_redis.prom'
@@ -576,8 +584,8 @@ def test_unreachable_run_marks_failure_and_aof_off_clears_the_aof_job(redis_fact
     assert 'last_success_timestamp' not in rdb_prom.read_text()
     assert aof_prom.exists()
     server = redis_factory(appendonly=False)
-    result = core.take_snapshot(dict(login_port=server.port), backup_dir=str(tmp_path / 'b'),
-                                metrics_dir=str(metrics_dir))
+    result = rsnap.take_snapshot(dict(login_port=server.port), backup_dir=str(tmp_path / 'b'),
+                                 metrics_dir=str(metrics_dir))
     assert result['skipped'] == {'aof': 'appendonly is no on this instance'}
     assert 'codeb_backup_last_status{kind="redis_rdb",target="redis"} 1' in rdb_prom.read_text()
     assert not aof_prom.exists()
@@ -588,8 +596,8 @@ def test_aof_rewrite_setting_is_put_back_when_the_copy_fails(redis_factory, tmp_
     empty = tmp_path / 'not-the-data-dir'
     empty.mkdir()
     with pytest.raises(BackupError) as info:
-        core.take_snapshot(dict(login_port=server.port), backup_dir=str(tmp_path / 'b'),
-                           formats=['aof'], data_dir=str(empty), metrics_dir='')
+        rsnap.take_snapshot(dict(login_port=server.port), backup_dir=str(tmp_path / 'b'),
+                            formats=['aof'], data_dir=str(empty), metrics_dir='')
     assert 'AOF manifest' in info.value.msg
     live = server.client().config_get('auto-aof-rewrite-percentage')
     assert live['auto-aof-rewrite-percentage'] == '77'
@@ -615,7 +623,7 @@ def test_early_copy_is_kept_only_when_info_confirms_that_one_save(redis_factory,
     for info, retried in (({'rdb_saves': 2, 'rdb_last_bgsave_status': 'ok'}, False),
                           (dict(ok, rdb_last_bgsave_status='err'), False), (ok, True)):
         final = str(backup / 'dump-2026-01-07T10:00:00.rdb')
-        early = core._EarlyCopy(source, final)
+        early = rrdb._EarlyCopy(source, final)
         early.arm()
         early.poll()
         assert early.source is None, 'nothing to copy before the file changes'
@@ -627,7 +635,7 @@ def test_early_copy_is_kept_only_when_info_confirms_that_one_save(redis_factory,
         assert os.listdir(backup) == [], 'a refused early copy leaves nothing'
 
     # replaced again after the copy started: not the confirmed file -> refused
-    early = core._EarlyCopy(source, str(backup / 'x.rdb'))
+    early = rrdb._EarlyCopy(source, str(backup / 'x.rdb'))
     early.arm()
     new_save(3)
     early.poll()
@@ -636,7 +644,7 @@ def test_early_copy_is_kept_only_when_info_confirms_that_one_save(redis_factory,
     early.discard()
     assert os.listdir(backup) == []
 
-    early = core._EarlyCopy(source, str(backup / 'y.rdb'))
+    early = rrdb._EarlyCopy(source, str(backup / 'y.rdb'))
     early.arm()
     new_save(5)
     early.poll()
@@ -671,9 +679,44 @@ def test_module_verified_marks_only_the_damaged_snapshot_and_latest_moves_on(res
     statuses = {n: e['status'] for n, e in Manifest(str(backup)).load().items()}
     assert statuses.pop(newest_rdb['file']) == 'failed_verification'
     assert set(statuses.values()) == {'ok'} and len(statuses) == 2
-    assert core.resolve_snapshot(str(backup), 'latest')['file'] == older['file']
+    assert rstore.resolve_snapshot(str(backup), 'latest')['file'] == older['file']
     assert os.readlink(backup / 'current.rdb') == older['file']
     info = run_module('codeb.backup.redis_snapshot_info', {'backup_dir': str(backup)}, check=True)
     assert info['damaged'] == [newest_rdb['file']]
     assert 'codeb_backup_last_status{kind="redis_verify",target="redis"} 0' in (
         tmp_path / 'm' / 'codeb_backup_redis_verify_redis.prom').read_text()
+
+
+def test_module_verified_reports_changed_exactly_when_it_rewrote_the_manifest(restorable,
+                                                                              tmp_path):
+    """state=verified writes the manifest only when a snapshot's status changes, and
+    changed says so: good snapshots verified again are unchanged (manifest bytes identical),
+    a damaged one is marked (changed), a repaired one is ok again (changed), then unchanged."""
+    server = restorable(appendonly=False)
+    server.client().mset({'k%d' % i: i for i in range(20)})
+    backup = tmp_path / 'b'
+    entry = _snap(server, backup, formats=['rdb'])['snapshots'][0]
+    args = {'state': 'verified', 'snapshot': 'all', 'backup_dir': str(backup),
+            'metrics_dir': str(tmp_path / 'm')}
+    manifest = backup / 'manifest.json'
+    before = manifest.read_bytes()
+    first = run_module('codeb.backup.redis_snapshot', args)
+    assert first['changed'] is False and first['verified'] is True, first
+    assert manifest.read_bytes() == before
+    path = backup / entry['file']
+    good = path.read_bytes()
+    data = bytearray(good)
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    damaged = run_module('codeb.backup.redis_snapshot', args)
+    assert damaged.get('failed') and damaged['changed'] is True, damaged
+    assert Manifest(str(backup)).load()[entry['file']]['status'] == 'failed_verification'
+    again = run_module('codeb.backup.redis_snapshot', args)
+    assert again.get('failed') and again['changed'] is False, again
+    path.write_bytes(good)
+    repaired = run_module('codeb.backup.redis_snapshot', args)
+    assert repaired['changed'] is True and not repaired.get('failed'), repaired
+    assert Manifest(str(backup)).load()[entry['file']]['status'] == 'ok'
+    settled = manifest.read_bytes()
+    assert run_module('codeb.backup.redis_snapshot', args)['changed'] is False
+    assert manifest.read_bytes() == settled

@@ -8,7 +8,14 @@ import os
 
 import pytest
 
-from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils import durable
+from ansible_collections.codeb.backup.plugins.module_utils.redis import restore as rrestore
+from ansible_collections.codeb.backup.plugins.module_utils.redis import store as rstore
+from ansible_collections.codeb.backup.plugins.module_utils.redis import shipping as rship
+from ansible_collections.codeb.backup.plugins.module_utils.redis import persistence as rpers
+from ansible_collections.codeb.backup.plugins.module_utils.redis import checks as rchecks
+from ansible_collections.codeb.backup.plugins.module_utils.redis import reconcile as rrecon
+from ansible_collections.codeb.backup.plugins.module_utils.redis import snapshot as rsnap
 from ansible_collections.codeb.backup.plugins.module_utils.errors import ArtifactError, BackupError
 
 UTC = datetime.timezone.utc
@@ -17,7 +24,7 @@ UTC = datetime.timezone.utc
 @pytest.mark.parametrize('good', ['dump-2026-01-07T10:30:00.rdb', '2026-01-07T10:30:00',
                                   'appendonly-2026-01-07T10:30:00.aof.tar'])
 def test_snapshot_names_accepted(good):
-    assert core.validate_snapshot_name('snapshot', good) == good
+    assert rstore.validate_snapshot_name('snapshot', good) == good
 
 
 @pytest.mark.parametrize('bad', ['../dump-2026-01-07T10:30:00.rdb', '/etc/passwd', '..', '',
@@ -26,7 +33,7 @@ def test_snapshot_names_accepted(good):
                                  'dump-2026-01-07T10:30:00.rdb\n'])
 def test_snapshot_names_refused_naming_the_parameter(bad):
     with pytest.raises(BackupError) as info:
-        core.validate_snapshot_name('snapshot', bad)
+        rstore.validate_snapshot_name('snapshot', bad)
     assert info.value.param == 'snapshot' and 'snapshot' in info.value.msg
 
 
@@ -37,39 +44,39 @@ def test_snapshot_names_refused_naming_the_parameter(bad):
     ('900 1  300 10', '900 1 300 10'),
 ])
 def test_save_normalisation_empty_list_means_save_off(value, expected):
-    assert core.normalize_setting('save', value) == expected
+    assert rpers.normalize_setting('save', value) == expected
 
 
 @pytest.mark.parametrize('value, expected', [('64mb', 67108864), ('64MB', 67108864),
                                              ('1k', 1000), ('1kb', 1024), (100, 100),
                                              ('2gb', 2 * 1024 ** 3)])
 def test_memory_units_as_redis_reports_them(value, expected):
-    assert core.normalize_setting('auto-aof-rewrite-min-size', value) == str(expected)
+    assert rpers.normalize_setting('auto-aof-rewrite-min-size', value) == str(expected)
 
 
 def test_bad_memory_unit_names_settings():
     with pytest.raises(BackupError) as info:
-        core.parse_memory('auto-aof-rewrite-min-size', '64 parsecs')
+        rpers.parse_memory('auto-aof-rewrite-min-size', '64 parsecs')
     assert info.value.param == 'settings'
 
 
 def test_booleans_render_as_yes_no():
-    assert core.normalize_setting('appendonly', True) == 'yes'
-    assert core.normalize_setting('appendonly', False) == 'no'
+    assert rpers.normalize_setting('appendonly', True) == 'yes'
+    assert rpers.normalize_setting('appendonly', False) == 'no'
 
 
 def _entries(kind, hours_ago, now):
     out = []
     for hours in hours_ago:
         stamp = (now - datetime.timedelta(hours=hours)).strftime('%Y-%m-%dT%H:%M:%S')
-        out.append(dict(file=core.artifact_name(kind, stamp), kind=kind, time=stamp, status='ok'))
+        out.append(dict(file=rstore.artifact_name(kind, stamp), kind=kind, time=stamp, status='ok'))
     return out
 
 
 def test_prune_keeps_24h_of_rdb_and_latest_aof():
     now = datetime.datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
     entries = _entries('rdb', range(0, 30), now) + _entries('aof', [0, 1, 2], now)
-    keep, delete = core.plan_prune(entries, now, keep_min=3)
+    keep, delete = rstore.plan_prune(entries, now, keep_min=3)
     kept_rdb = [e for e in keep if e['kind'] == 'rdb']
     assert len(kept_rdb) == 25  # 0..24 hours ago (24 h is not older than 24 h)
     assert [e['file'] for e in keep if e['kind'] == 'aof'] == [entries[30]['file']]
@@ -80,7 +87,7 @@ def test_prune_never_drops_below_keep_min_when_backups_stopped():
     now = datetime.datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
     entries = _entries('rdb', [24 * 30, 24 * 31, 24 * 32, 24 * 33], now)
     entries[0]['status'] = 'failed_verification'
-    keep, delete = core.plan_prune(entries, now, keep_min=2)
+    keep, delete = rstore.plan_prune(entries, now, keep_min=2)
     assert sorted(e['file'] for e in keep if e['status'] == 'ok') == sorted(
         e['file'] for e in entries[1:3])
     assert len(delete) == 2
@@ -89,10 +96,10 @@ def test_prune_never_drops_below_keep_min_when_backups_stopped():
 def test_prune_bad_limits_name_parameters():
     now = datetime.datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
     with pytest.raises(BackupError) as info:
-        core.plan_prune([], now, keep_min=0)
+        rstore.plan_prune([], now, keep_min=0)
     assert info.value.param == 'keep_min'
     with pytest.raises(BackupError) as info:
-        core.plan_prune([], now, aof_keep=0)
+        rstore.plan_prune([], now, aof_keep=0)
     assert info.value.param == 'aof_keep'
 
 
@@ -100,16 +107,16 @@ def test_aof_manifest_parsing_refuses_paths(tmp_path):
     good = tmp_path / 'appendonly.aof.manifest'
     good.write_text('file appendonly.aof.1.base.rdb seq 1 type b\n'
                     'file appendonly.aof.1.incr.aof seq 1 type i\n')
-    assert core.read_aof_manifest(str(good))[1] == ['appendonly.aof.1.base.rdb',
-                                                    'appendonly.aof.1.incr.aof']
+    assert rchecks.read_aof_manifest(str(good))[1] == ['appendonly.aof.1.base.rdb',
+                                                       'appendonly.aof.1.incr.aof']
     bad = tmp_path / 'bad.manifest'
     bad.write_text('file ../../etc/shadow seq 1 type b\n')
     with pytest.raises(BackupError):
-        core.read_aof_manifest(str(bad))
+        rchecks.read_aof_manifest(str(bad))
     empty = tmp_path / 'empty.manifest'
     empty.write_text('\n')
     with pytest.raises(BackupError):
-        core.read_aof_manifest(str(empty))
+        rchecks.read_aof_manifest(str(empty))
 
 
 @pytest.mark.parametrize('kwargs, param', [
@@ -126,26 +133,26 @@ def test_snapshot_validation_before_connecting(tmp_path, kwargs, param):
     args.update(kwargs)
     # port 1: nothing listens; validation must fail first, naming the parameter
     with pytest.raises(BackupError) as info:
-        core.take_snapshot(dict(login_port=1), **args)
+        rsnap.take_snapshot(dict(login_port=1), **args)
     assert info.value.param == param
     assert not (tmp_path / 'b').exists() and not (tmp_path / 'm').exists()
 
 
 def test_restore_needs_a_way_to_start_redis(tmp_path):
     with pytest.raises(BackupError) as info:
-        core.restore_snapshot(dict(login_port=1), backup_dir=str(tmp_path), metrics_dir='')
+        rrestore.restore_snapshot(dict(login_port=1), backup_dir=str(tmp_path), metrics_dir='')
     assert info.value.param == 'start_command'
     with pytest.raises(BackupError) as info:
-        core.Control(start_command='redis-server /etc/redis.conf', stop_command=[1, 2])
+        rrestore.Control(start_command='redis-server /etc/redis.conf', stop_command=[1, 2])
     assert info.value.param == 'stop_command'
 
 
 def test_restore_latest_with_empty_backup_dir_names_snapshot(tmp_path):
     with pytest.raises(BackupError) as info:
-        core.resolve_snapshot(str(tmp_path), 'latest')
+        rstore.resolve_snapshot(str(tmp_path), 'latest')
     assert info.value.param == 'snapshot'
     with pytest.raises(BackupError) as info:
-        core.resolve_snapshot(str(tmp_path), 'latest', 'zip')
+        rstore.resolve_snapshot(str(tmp_path), 'latest', 'zip')
     assert info.value.param == 'snapshot_format'
 
 
@@ -173,10 +180,10 @@ def test_only_the_tool_rejecting_the_file_is_evidence(tmp_path, monkeypatch, scr
     target = tmp_path / 'x.rdb'
     target.write_bytes(b'REDIS0011')
     if evidence is None:
-        assert core.check_rdb(str(target)) == (3, 0)
+        assert rchecks.check_rdb(str(target)) == (3, 0)
         return
     with pytest.raises(BackupError) as info:
-        core.check_rdb(str(target))
+        rchecks.check_rdb(str(target))
     assert isinstance(info.value, ArtifactError) is evidence, info.value.msg
     assert info.value.param == 'snapshot'
 
@@ -186,13 +193,13 @@ def test_a_missing_tool_is_not_evidence_and_says_what_to_install(tmp_path, monke
     target = tmp_path / 'x.rdb'
     target.write_bytes(b'REDIS0011')
     with pytest.raises(BackupError) as info:
-        core.check_rdb(str(target))
+        rchecks.check_rdb(str(target))
     assert not isinstance(info.value, ArtifactError)
     assert 'redis-check-rdb' in info.value.msg and 'redis-tools' in info.value.msg
 
 
 def _snapshot_file(backup, stamp, data=b'REDIS0011-unit'):
-    name = core.artifact_name('rdb', stamp)
+    name = rstore.artifact_name('rdb', stamp)
     (backup / name).write_bytes(data)
     return dict(file=name, kind='rdb', time=stamp, sha256=hashlib.sha256(data).hexdigest(),
                 size_bytes=len(data), status='ok', keys=1)
@@ -205,16 +212,16 @@ def test_an_interrupted_prune_is_finished_by_the_next_run(tmp_path, monkeypatch)
     backup.mkdir()
     old = _snapshot_file(backup, '2026-01-01T10:00:00')
     new = _snapshot_file(backup, '2026-01-07T10:00:00')
-    with core.Manifest(str(backup)).update() as entries:
+    with rstore.Manifest(str(backup)).update() as entries:
         entries[old['file']] = dict(old, status='deleting')
         entries[new['file']] = new
-    assert [e['file'] for e in core.list_snapshots(str(backup))] == [new['file'], old['file']]
-    assert core.resolve_snapshot(str(backup), 'latest')['file'] == new['file']
-    assert core.held_sha256(str(backup)) == [new['sha256']]
-    report = core.reconcile(str(backup))
+    assert [e['file'] for e in rstore.list_snapshots(str(backup))] == [new['file'], old['file']]
+    assert rstore.resolve_snapshot(str(backup), 'latest')['file'] == new['file']
+    assert rship.held_sha256(str(backup)) == [new['sha256']]
+    report = rrecon.reconcile(str(backup))
     assert report['finished_deletes'] == [old['file']]
     assert not (backup / old['file']).exists()
-    assert list(core.Manifest(str(backup)).load()) == [new['file']]
+    assert list(rstore.Manifest(str(backup)).load()) == [new['file']]
     assert os.readlink(str(backup / 'current.rdb')) == new['file']
 
 
@@ -223,20 +230,22 @@ def test_prune_marks_before_it_deletes(tmp_path, monkeypatch):
     backup.mkdir()
     old = _snapshot_file(backup, '2026-01-01T10:00:00')
     new = _snapshot_file(backup, '2026-01-07T10:00:00')
-    with core.Manifest(str(backup)).update() as entries:
+    with rstore.Manifest(str(backup)).update() as entries:
         entries[old['file']] = old
         entries[new['file']] = new
     seen = []
-    real_discard = core.durable.discard
+    real_discard = durable.discard
 
     def discard(path):
-        seen.append(core.Manifest(str(backup)).load()[os.path.basename(path)]['status'])
+        seen.append(rstore.Manifest(str(backup)).load()[os.path.basename(path)]['status'])
         real_discard(path)
-    monkeypatch.setattr(core.durable, 'discard', discard)
+    monkeypatch.setattr(durable, 'discard', discard)
     now = datetime.datetime(2026, 1, 7, 12, 0, tzinfo=UTC)
-    assert core.prune(str(backup), now=now, keep_min=1) == [old['file']]
+    pruned = rstore.prune(str(backup), now=now, keep_min=1)
+    assert [p['file'] for p in pruned] == [old['file']]
+    assert pruned[0]['kind'] == 'rdb' and pruned[0]['time'] == old['time'] and pruned[0]['reason']
     assert seen == ['deleting']
-    assert list(core.Manifest(str(backup)).load()) == [new['file']]
+    assert list(rstore.Manifest(str(backup)).load()) == [new['file']]
 
 
 def test_a_whole_unlisted_snapshot_is_adopted_a_damaged_one_removed(tmp_path, monkeypatch):
@@ -248,10 +257,10 @@ def test_a_whole_unlisted_snapshot_is_adopted_a_damaged_one_removed(tmp_path, mo
         'read -r line < "$1"\n'
         'if [ "$line" = good ]; then echo "[info] 1 keys read"; echo "RDB looks OK"; exit 0; fi\n'
         'echo "--- RDB ERROR DETECTED ---"; exit 1\n')))
-    report = core.reconcile(str(backup))
+    report = rrecon.reconcile(str(backup))
     assert report['adopted'] == [good['file']]
     assert [r['file'] for r in report['removed_damaged']] == [bad['file']]
-    entry = core.Manifest(str(backup)).load()[good['file']]
+    entry = rstore.Manifest(str(backup)).load()[good['file']]
     assert entry['sha256'] == good['sha256'] and entry['status'] == 'ok' and entry['keys'] == 1
     assert not (backup / bad['file']).exists()
     assert os.readlink(str(backup / 'current.rdb')) == good['file']
@@ -263,10 +272,10 @@ def test_an_unlisted_snapshot_is_left_alone_when_it_cannot_be_checked(tmp_path, 
     unlisted = _snapshot_file(backup, '2026-01-07T10:00:00')
     monkeypatch.setenv('PATH', str(tmp_path / 'empty'))
     with pytest.raises(BackupError) as info:
-        core.reconcile(str(backup))
+        rrecon.reconcile(str(backup))
     assert 'redis-check-rdb' in info.value.msg
     assert (backup / unlisted['file']).exists()
-    assert core.Manifest(str(backup)).load() == {}
+    assert rstore.Manifest(str(backup)).load() == {}
 
 
 @pytest.mark.parametrize('field,value', [
@@ -277,12 +286,12 @@ def test_a_manifest_entry_of_the_wrong_shape_is_refused_naming_the_manifest(
     backup = tmp_path / 'b'
     backup.mkdir()
     entry = _snapshot_file(backup, '2026-01-07T10:00:00')
-    with core.Manifest(str(backup)).update() as entries:
+    with rstore.Manifest(str(backup)).update() as entries:
         entries[entry['file']] = dict(entry, **{field: value})
-    for call in (lambda: core.list_snapshots(str(backup)),
-                 lambda: core.resolve_snapshot(str(backup), 'latest'),
-                 lambda: core.prune(str(backup)),
-                 lambda: core.held_sha256(str(backup))):
+    for call in (lambda: rstore.list_snapshots(str(backup)),
+                 lambda: rstore.resolve_snapshot(str(backup), 'latest'),
+                 lambda: rstore.prune(str(backup)),
+                 lambda: rship.held_sha256(str(backup))):
         with pytest.raises(BackupError) as info:
             call()
         assert info.value.param == 'manifest'

@@ -14,7 +14,9 @@ import os
 import pytest
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, ship
-from ansible_collections.codeb.backup.plugins.module_utils import redis_snapshot as core
+from ansible_collections.codeb.backup.plugins.module_utils.redis import options as ropts
+# registers the redis_snapshot channel the tests ship to
+from ansible_collections.codeb.backup.plugins.module_utils.redis import shipping  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 
 DATA = b'REDIS0011' + b'x' * 5000
@@ -194,7 +196,7 @@ def test_stale_temps_of_a_killed_receive_are_cleared_by_the_next(tmp_path):
 
 
 def test_redis_channel_is_registered_with_its_retention_options():
-    assert core.SHIP_CHANNEL in ship.channels()
+    assert ropts.SHIP_CHANNEL in ship.channels()
     assert ship.parse_options(['redis_snapshot.keep_min=5', 'redis_snapshot.aof_keep=2']) == {
         'redis_snapshot': {'keep_min': 5, 'aof_keep': 2}}
 
