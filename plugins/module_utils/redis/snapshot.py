@@ -40,8 +40,7 @@ class _Jobs(object):
         for kind in kinds:
             job = Job(METRIC_KIND[kind], instance, metrics_dir,
                       what='redis %s snapshot of %s' % (kind, instance))
-            job.__enter__()
-            self.jobs[kind] = job
+            self.jobs[kind] = job.start()
         self.failed = {}
 
     def drop(self, kind):
@@ -53,20 +52,14 @@ class _Jobs(object):
     def close(self, common=None, **details):
         errors = []
         for kind, job in self.jobs.items():
-            exc = self.failed.get(kind, common)
-            try:
-                if exc is None:
-                    job.__exit__(None, None, None)
-                    continue
-                if not job.__exit__(type(exc), exc, exc.__traceback__):
-                    errors.append(exc if isinstance(exc, BackupError) else None)
-            except BackupError as error:
+            error = job.finish(self.failed.get(kind, common))
+            if error is not None:
                 errors.append(error)
         if common is not None and not isinstance(common, Exception):
             raise common  # KeyboardInterrupt / SystemExit: recorded, passed on
         unique = []
         for error in errors:
-            if error is not None and not any(error is seen for seen in unique):
+            if not any(error is seen for seen in unique):
                 unique.append(error)
         errors = unique
         if errors:
@@ -125,11 +118,9 @@ def take_snapshot(conn, backup_dir=DEFAULT_BACKUP_DIR, instance=DEFAULT_INSTANCE
                 if kind == 'aof' and not layout['appendonly']:
                     skipped['aof'] = 'appendonly is no on this instance'
                     jobs.drop('aof')
-                    if metrics_dir:
-                        # no AOF job here (RedisAOFDisabled covers that): drop a stale failure
-                        # an earlier unreachable run recorded, so BackupFailed does not fire
-                        durable.discard(metrics.metrics_path(metrics_dir, METRIC_KIND['aof'],
-                                                             instance))
+                    # no AOF job here (RedisAOFDisabled covers that): drop a stale failure an
+                    # earlier unreachable run recorded, so BackupFailed does not fire
+                    metrics.remove_job_metrics(metrics_dir, METRIC_KIND['aof'], instance)
                     continue
                 try:
                     entry = _snapshot_kind(client, layout, backup_dir, manifest, kind, instance,
