@@ -22,7 +22,7 @@ from helpers.sshd import SshServer, cli_wrapper
 
 def _role_vars(server, tmp_path, **extra):
     return dict({
-        'redis_backup_install_cli': False,
+        'redis_backup_install_host_cli': False,
         'redis_backup_conf_path': server.conf_path,
         'redis_backup_persistence_conf_path': str(tmp_path / 'codeb-persistence.conf'),
         'redis_backup_conf_owner': 'root', 'redis_backup_conf_group': 'root',
