@@ -116,11 +116,9 @@ seealso:
 extends_documentation_fragment:
   - codeb.backup.env
   - ansible.builtin.action_common_attributes
+  - codeb.backup.attributes
 attributes:
-  platform:
-    platforms: posix
   check_mode:
-    support: full
     details: Reads the store and O(dest) only; predicts the version, the keys that change and C(changed).
   diff_mode:
     support: full

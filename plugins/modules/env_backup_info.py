@@ -38,14 +38,7 @@ seealso:
 extends_documentation_fragment:
   - codeb.backup.env
   - ansible.builtin.action_common_attributes
-attributes:
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
-  check_mode:
-    support: full
-    details: Read-only; never changes anything.
+  - codeb.backup.attributes.info_module
 '''
 
 EXAMPLES = r'''

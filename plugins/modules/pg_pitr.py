@@ -154,11 +154,9 @@ options:
 extends_documentation_fragment:
   - codeb.backup.pgbackrest
   - ansible.builtin.action_common_attributes
+  - codeb.backup.attributes
 attributes:
-  platform:
-    platforms: posix
   check_mode:
-    support: full
     details:
       - Validates target, stanza and recovery window; stops, restores and flushes nothing.
       - Creates no stanza, takes no backup and does not run C(pgbackrest check).

@@ -25,14 +25,7 @@ author:
 extends_documentation_fragment:
   - codeb.backup.pgbackrest
   - ansible.builtin.action_common_attributes
-attributes:
-  platform:
-    platforms: posix
-  check_mode:
-    support: full
-    details: Read-only module.
-  diff_mode:
-    support: none
+  - codeb.backup.attributes.info_module
 options:
   timeline:
     description:

@@ -42,12 +42,10 @@ requirements:
   - C(zstd) on the managed host for O(compression=zstd).
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - codeb.backup.attributes
   - codeb.backup.postgres
 attributes:
-  platform:
-    platforms: posix
   check_mode:
-    support: full
     details: Connects and reads only; predicts the snapshot name, deletions, restores and
       verification outcomes (C(changed) when the manifest would be rewritten).
   diff_mode:

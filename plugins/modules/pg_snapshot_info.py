@@ -18,14 +18,7 @@ author:
   - codeb.backup maintainers (@codeb)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  platform:
-    platforms: posix
-  check_mode:
-    support: full
-    details: Read-only module.
-  diff_mode:
-    support: none
+  - codeb.backup.attributes.info_module
 options:
   database:
     description: Only list snapshots of this database. All databases when omitted.

@@ -29,10 +29,7 @@ author:
 requirements:
   - Python C(redis) client on the managed host (Debian C(python3-redis)).
 attributes:
-  platform:
-    platforms: posix
   check_mode:
-    support: full
     details: Reads the live values and reports what would be set; sets nothing.
   diff_mode:
     support: full
@@ -50,6 +47,7 @@ options:
     required: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - codeb.backup.attributes
   - codeb.backup.redis
 seealso:
   - module: codeb.backup.redis_snapshot

@@ -57,10 +57,7 @@ requirements:
     managed host (Debian C(redis-server) / C(redis-tools)).
   - Run it on the Redis host itself, as a user that can read the Redis data directory.
 attributes:
-  platform:
-    platforms: posix
   check_mode:
-    support: full
     details: Connects and reads only; predicts the files a snapshot would write, or checks the
       snapshot a restore would use (sha256). Nothing is written, not even metrics.
   diff_mode:
@@ -162,6 +159,7 @@ options:
     default: 60
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - codeb.backup.attributes
   - codeb.backup.redis
   - codeb.backup.redis.store
 seealso:

@@ -19,15 +19,8 @@ author:
   - codeb.backup contributors (@codeb)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - codeb.backup.attributes.info_module
   - codeb.backup.redis.store
-attributes:
-  platform:
-    platforms: posix
-  check_mode:
-    support: full
-    details: Read-only, so check mode behaves exactly like a normal run.
-  diff_mode:
-    support: none
 options:
   verify:
     description: Recompute every sha256 and report it in C(verified) of each entry of RV(snapshots).

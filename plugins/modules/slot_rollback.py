@@ -160,13 +160,7 @@ seealso:
 extends_documentation_fragment:
   - codeb.backup.bluegreen
   - ansible.builtin.action_common_attributes
-attributes:
-  platform:
-    platforms: posix
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
+  - codeb.backup.attributes
 '''
 
 EXAMPLES = r'''
