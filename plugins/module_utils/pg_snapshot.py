@@ -47,6 +47,9 @@ STATES = ('present', 'verified', 'restored', 'pruned')
 # machine a streamed serial restore was as fast as jobs=2 (33.0 s vs 34.2 s) and needs no
 # scratch space; jobs>1 decompresses to a temporary file so pg_restore -j can seek.
 DEFAULT_COMPRESSION = 'zstd:1'
+# Session settings of pg_restore's own connections only (libpq PGOPTIONS; the server's
+# configuration is never changed). Placeholder until measured.
+RESTORE_SESSION_SETTINGS = (('maintenance_work_mem', '256MB'), ('synchronous_commit', 'off'))
 DEFAULT_FORMAT = 'custom'
 DEFAULT_JOBS = 1
 DEFAULT_KEEP_DAYS = 7
@@ -932,8 +935,9 @@ def _restore_into(conn, p, path, method, database):
     pg_restore = conn.tool('pg_restore')
     base = ['--no-password', '--exit-on-error', '--dbname=%s' % database]
     kwargs = conn.popen_kwargs()
-    kwargs['env'] = dict(kwargs['env'], PGOPTIONS='-c maintenance_work_mem=256MB '
-                         '-c synchronous_commit=off')
+    if RESTORE_SESSION_SETTINGS:
+        kwargs['env'] = dict(kwargs['env'], PGOPTIONS=' '.join(
+            '-c %s=%s' % setting for setting in RESTORE_SESSION_SETTINGS))
     jobs = p['jobs']
     err = tempfile.TemporaryFile()
     scratch = None
@@ -1074,7 +1078,8 @@ def _restore_locked(conn, p, entry, path, method, exists):
         if exists:
             _replace(conn, p, target, old_db, temp_db)
         else:
-            conn.psql('ALTER DATABASE %s RENAME TO %s' % (_ident(temp_db), _ident(target)), maint,
+            conn.psql(_durable('ALTER DATABASE %s RENAME TO %s' % (_ident(temp_db),
+                                                                   _ident(target))), maint,
                       what='renaming the restored database to %r' % target)
         swapped = True
     finally:
@@ -1146,15 +1151,24 @@ def _closed(conn, p, database):
     return out.strip() == 't'
 
 
+def _durable(statements):
+    """``statements`` in one transaction whose commit is synchronous whatever the server,
+    role or database sets: the commit returns only once the WAL up to its commit record is
+    flushed, and WAL is flushed in order, so every row, index and commit the restore wrote
+    before (with RESTORE_SESSION_SETTINGS' asynchronous commits) is durable before the
+    restored database takes the target's name."""
+    return 'BEGIN; SET LOCAL synchronous_commit TO on; %s; COMMIT;' % statements
+
+
 def _swap(conn, maint, target, aside, incoming):
     """Rename ``target`` to ``aside`` and ``incoming`` to ``target`` in one transaction: the
     target name always names a whole database."""
     last = None
     for _attempt in range(5):
         try:
-            conn.psql('BEGIN; ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s RENAME TO %s; '
-                      'COMMIT;' % (_ident(target), _ident(aside), _ident(incoming),
-                                   _ident(target)), maint,
+            conn.psql(_durable('ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s RENAME TO %s'
+                               % (_ident(target), _ident(aside), _ident(incoming),
+                                  _ident(target))), maint,
                       what='swapping %r in as %r' % (incoming, target))
             return
         except BackupError as exc:  # a session that was just terminating
