@@ -37,6 +37,7 @@ from helpers.servers import PostgresCluster  # noqa: E402
 from ansible_collections.codeb.backup.plugins.module_utils import pg_snapshot as core  # noqa: E402
 
 DB = 'benchdb'
+DEFAULT_SETTINGS = core.RESTORE_SESSION_SETTINGS
 
 BUILD_SQL = r"""
 CREATE TABLE orders (
@@ -88,14 +89,152 @@ def sh(argv, env):
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
+def load():
+    with open('/proc/loadavg') as handle:
+        return ' '.join(handle.read().split()[:3])
+
+
+def median(values):
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def parse_candidate(text):
+    """``none`` | ``default`` | ``name=value+name=value+jobs=2`` -> (label, settings, jobs).
+
+    ``default`` stands for the core's RESTORE_SESSION_SETTINGS, ``none`` for no session
+    settings; ``jobs`` is the restore's ``jobs`` option, every other name a session setting."""
+    settings, jobs = [], 1
+    for part in [t for t in text.split('+') if t]:
+        if part == 'default':
+            settings += list(DEFAULT_SETTINGS)
+        elif part != 'none':
+            name, value = part.split('=', 1)
+            if name == 'jobs':
+                jobs = int(value)
+            else:
+                settings.append((name, value))
+    return text, tuple(settings), jobs
+
+
+def checkpoint(cluster):
+    start = time.monotonic()
+    cluster.psql('CHECKPOINT')
+    return time.monotonic() - start
+
+
+def restore_rounds(args, cluster, env, params, seed_file, snap, candidates):
+    """Time the seed's restore and every candidate ``args.rounds`` times, in an order that
+    rotates each round (whoever runs second profits from the page cache). Before each timed
+    run a CHECKPOINT (untimed) writes out the previous run's dirty buffers, so no run pays
+    for another's; the CHECKPOINT right after each run is timed separately: it is what
+    making that run's pages durable in the data files costs on top of its WAL."""
+    pg = cluster.bin
+    runs = [('seed', None, None)] + candidates
+    times = {}
+    for rnd in range(args.rounds):
+        order = runs[rnd % len(runs):] + runs[:rnd % len(runs)]
+        for label, settings, jobs in order:
+            cluster.psql('DROP DATABASE IF EXISTS r_bench WITH (FORCE)')
+            checkpoint(cluster)
+            if settings is None:
+                label = 'seed (createdb + serial pg_restore -Fc)'
+                start = time.monotonic()
+                sh([os.path.join(pg, 'createdb'), 'r_bench'], env)
+                sh([os.path.join(pg, 'pg_restore'), '-d', 'r_bench', seed_file], env)
+                took = time.monotonic() - start
+                steps = ''
+                times.setdefault('seed', []).append(took)
+            else:
+                core.RESTORE_SESSION_SETTINGS = settings
+                start = time.monotonic()
+                res = core.restore(dict(params, target_database='r_bench', jobs=jobs))
+                took = time.monotonic() - start
+                assert res['tables'] == snap['tables'], 'restored row counts differ'
+                steps = json.dumps(res['timings'], sort_keys=True)
+                label = 'ours %s' % label
+                times.setdefault(label, []).append(took)
+            after = checkpoint(cluster)
+            times.setdefault('checkpoint ' + label, []).append(after)
+            print('round %d  %-60s %6.1f s  checkpoint after %.2f s  load %s %s'
+                  % (rnd + 1, label, took, after, load(), steps), flush=True)
+    core.RESTORE_SESSION_SETTINGS = DEFAULT_SETTINGS
+    cluster.psql('DROP DATABASE IF EXISTS r_bench WITH (FORCE)')
+    return times
+
+
+def restore_phases(cluster, env, dump, settings):
+    """Where a serial restore's time goes: ``dump`` (uncompressed, so no decompression is
+    counted) restored section by section, and post-data one TOC entry at a time (each
+    index build and constraint on its own), with ``settings`` as PGOPTIONS."""
+    pg = cluster.bin
+    run_env = dict(env, PGOPTIONS=' '.join('-c %s=%s' % s for s in settings))
+    cluster.psql('DROP DATABASE IF EXISTS r_phase WITH (FORCE)')
+    sh([os.path.join(pg, 'createdb'), 'r_phase'], env)
+    phases = {}
+    for section in ('pre-data', 'data'):
+        checkpoint(cluster)
+        start = time.monotonic()
+        sh([os.path.join(pg, 'pg_restore'), '--section=' + section, '-d', 'r_phase', dump],
+           run_env)
+        phases[section] = round(time.monotonic() - start, 2)
+    listing = subprocess.run([os.path.join(pg, 'pg_restore'), '-l', '--section=post-data', dump],
+                             env=env, check=True, capture_output=True, text=True).stdout
+    items = [line for line in listing.splitlines() if line and not line.startswith(';')]
+    with tempfile.NamedTemporaryFile('w', suffix='.list') as one:
+        for item in items:
+            one.seek(0)
+            one.truncate()
+            one.write(item + '\n')
+            one.flush()
+            checkpoint(cluster)
+            start = time.monotonic()
+            sh([os.path.join(pg, 'pg_restore'), '-L', one.name, '-d', 'r_phase', dump], run_env)
+            phases['post-data ' + ' '.join(item.split()[3:])] = round(time.monotonic() - start, 2)
+    phases['checkpoint after'] = round(checkpoint(cluster), 2)
+    cluster.psql('DROP DATABASE r_phase WITH (FORCE)')
+    print('phases with %s: %s' % (' '.join('%s=%s' % s for s in settings) or 'no settings',
+                                  json.dumps(phases)), flush=True)
+    return phases
+
+
+def createdb_strategies(cluster, rounds):
+    """CREATE DATABASE ... TEMPLATE template0 (how the restore makes its temporary database)
+    with each STRATEGY, ``rounds`` times, while ``benchdb`` has dirty buffers: FILE_COPY
+    checkpoints twice, WAL_LOG (PostgreSQL 15's default) writes template0 through the WAL."""
+    times = {}
+    for _round in range(rounds):
+        for strategy in ('WAL_LOG', 'FILE_COPY'):
+            cluster.psql('UPDATE events SET score = score WHERE id % 10 = 0', DB)
+            start = time.monotonic()
+            cluster.psql('CREATE DATABASE r_strategy TEMPLATE template0 STRATEGY %s' % strategy)
+            times.setdefault(strategy, []).append(round(time.monotonic() - start, 2))
+            cluster.psql('DROP DATABASE r_strategy')
+    print('CREATE DATABASE TEMPLATE template0, after dirtying 10%% of events: %s'
+          % json.dumps(times), flush=True)
+    return times
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--rows', type=int, default=2200000,
                         help='rows in the orders table (default builds >= 1 GB on disk)')
     parser.add_argument('--candidates', default='',
                         help='extra compression settings to time, e.g. zstd:1,gzip:1')
+    parser.add_argument('--restore-candidates', default='none,default',
+                        help='comma-separated restores to time against the seed\'s: none (no '
+                        'session settings), default (the core\'s), or name=value settings '
+                        'joined by +, e.g. synchronous_commit=off+maintenance_work_mem=1GB; '
+                        'jobs=N sets the restore\'s jobs')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='restore rounds (each times the seed and every candidate once)')
+    parser.add_argument('--phases', default='',
+                        help='comma-separated candidates (as above) whose serial restore is '
+                        'also timed section by section and per post-data entry')
     parser.add_argument('--workdir', help='where the cluster and dumps go (default: a temp dir)')
     args = parser.parse_args()
+    candidates = [parse_candidate(c) for c in args.restore_candidates.split(',') if c]
 
     base = tempfile.mkdtemp(prefix='codeb-bench-pg-', dir=args.workdir)
     cluster = PostgresCluster(base, extra_conf={
@@ -147,40 +286,45 @@ def main():
                   flush=True)
             shutil.rmtree(os.path.join(out, 'cand'))
 
-        def seed_restore():
-            sh([os.path.join(pg, 'createdb'), 'r_seed'], env)
-            sh([os.path.join(pg, 'pg_restore'), '-d', 'r_seed', os.path.join(out, 'seed.dump')],
-               env)
+        print('restore: %d rounds of %s, interleaved with the seed\'s serial pg_restore; load '
+              'before: %s' % (args.rounds, ', '.join(c[0] for c in candidates), load()),
+              flush=True)
+        restores = restore_rounds(args, cluster, env, params, os.path.join(out, 'seed.dump'),
+                                  snap, candidates)
+        phases = {}
+        for label in [c for c in args.phases.split(',') if c]:
+            phases[label] = restore_phases(cluster, env, os.path.join(out, 'raw.dump'),
+                                           parse_candidate(label)[1])
 
-        t_seed_r, _out = timed(seed_restore)
-        print('seed restore (serial pg_restore)  %7.1f s' % t_seed_r, flush=True)
-        t_ours_r, res = timed(lambda: core.restore(dict(params, target_database='r_ours', jobs=2)))
-        print('ours restore (jobs=2, verify, row check)  %7.1f s' % t_ours_r, flush=True)
-        assert res['tables'] == snap['tables'], 'restored row counts differ'
-        print('     restore steps: %s' % json.dumps(res['timings'], sort_keys=True), flush=True)
-        t_ours_r1, res1 = timed(lambda: core.restore(dict(params, target_database='r_ours1',
-                                                          jobs=1)))
-        print('ours restore (jobs=1, streamed from zstd)  %7.1f s  steps: %s'
-              % (t_ours_r1, json.dumps(res1['timings'], sort_keys=True)), flush=True)
-
+        strategies = createdb_strategies(cluster, args.rounds)
+        seed_median = median(restores['seed'])
         summary = {
             'database_bytes': db_size,
             'snapshot_speedup_vs_seed': round(t_seed / t_ours, 2),
             'snapshot_size_vs_seed': round(results['ours'][1] / results['seed'][1], 3),
             'snapshot_time_vs_raw': round(t_ours / t_raw, 2),
-            'restore_speedup_vs_seed': round(t_seed_r / t_ours_r, 2),
-            'restore_speedup_vs_seed_jobs_1': round(t_seed_r / t_ours_r1, 2),
             'times_seconds': {k: round(v[0], 1) for k, v in results.items()},
             'sizes_bytes': {k: v[1] for k, v in results.items()},
-            'restore_seconds': {'seed': round(t_seed_r, 1), 'ours_jobs_2': round(t_ours_r, 1),
-                                'ours_jobs_1': round(t_ours_r1, 1)},
+            'restore_seconds': {k: [round(t, 1) for t in v] for k, v in restores.items()
+                                if not k.startswith('checkpoint ')},
+            'checkpoint_after_seconds': {k[len('checkpoint '):]: [round(t, 2) for t in v]
+                                         for k, v in restores.items()
+                                         if k.startswith('checkpoint ')},
+            'restore_phases_seconds': phases,
+            'create_database_seconds': strategies,
+            'load_after': load(),
         }
         print()
         print('snapshot: %.2fx faster than the seed, %.3fx its size, %.2fx the raw -Z0 time'
               % (summary['snapshot_speedup_vs_seed'], summary['snapshot_size_vs_seed'],
                  summary['snapshot_time_vs_raw']))
-        print('restore:  %.2fx (jobs=2) and %.2fx (jobs=1) faster than the seed\'s serial pg_restore'
-              % (summary['restore_speedup_vs_seed'], summary['restore_speedup_vs_seed_jobs_1']))
+        print('restore, median of %d rounds (spread = min..max), ratio = seed median / median:'
+              % args.rounds)
+        for label, times in restores.items():
+            if label.startswith('checkpoint '):
+                continue
+            print('  %-60s %6.1f s  (%5.1f..%5.1f)  %.2fx' % (
+                label, median(times), min(times), max(times), seed_median / median(times)))
         print(json.dumps(summary, indent=2))
     finally:
         cluster.stop()
