@@ -47,9 +47,21 @@ STATES = ('present', 'verified', 'restored', 'pruned')
 # machine a streamed serial restore was as fast as jobs=2 (33.0 s vs 34.2 s) and needs no
 # scratch space; jobs>1 decompresses to a temporary file so pg_restore -j can seek.
 DEFAULT_COMPRESSION = 'zstd:1'
-# Session settings of pg_restore's own connections only (libpq PGOPTIONS; the server's
-# configuration is never changed). Placeholder until measured.
-RESTORE_SESSION_SETTINGS = (('maintenance_work_mem', '256MB'), ('synchronous_commit', 'off'))
+# Session settings of pg_restore's own connections into the temporary database (libpq
+# PGOPTIONS); the server's configuration and every other session are left alone. Measured
+# with bench/pg_snapshot_bench.py (docs/benchmarks.md, "Restore session settings"):
+# - synchronous_commit=off: pg_restore commits once per table, index and constraint, and
+#   each synchronous commit waits for a WAL flush (300 small tables: 1 510 flushes become
+#   16; 1.15x a plain serial pg_restore instead of 0.86x). Safe because the swap commits
+#   synchronously (_durable): that flushes all WAL written before it, so nothing of the
+#   restore is acknowledged before it is durable, and a crash before the swap leaves the
+#   live database as it was (the temporary one is dropped by the next run's reconcile).
+# - maintenance_work_mem=256MB (default 64MB): primary-key and index sorts of a few
+#   million rows run in memory; one session per pg_restore worker, small next to a
+#   storage host's RAM; 512MB and 1GB bought nothing measurable.
+# No CHECKPOINT before the swap: it took 1-3 s per GB restored, and writes every database's
+# dirty buffers, for a guarantee the synchronous swap already gives.
+RESTORE_SESSION_SETTINGS = (('synchronous_commit', 'off'), ('maintenance_work_mem', '256MB'))
 DEFAULT_FORMAT = 'custom'
 DEFAULT_JOBS = 1
 DEFAULT_KEEP_DAYS = 7
