@@ -10,11 +10,17 @@ run, one after the other:
              ours  pg_snapshot state=present (default)     dump + zstd + check + sha256 + counts
              and optional candidates (--candidates zstd:1,gzip:1 ...)
   restores:  seed  createdb + serial pg_restore of the seed's file
-             ours  pg_snapshot state=restored (default)    verify + restore + row check + swap
+             ours  pg_snapshot state=restored              verify + restore + row check + swap
+                   with each of --restore-candidates (pg_restore session settings, jobs),
+                   every run paired with a seed restore next to it, --rounds times
+  and optionally where a serial restore's time goes (--phases) and what CREATE DATABASE
+  costs with each STRATEGY,
 
 and prints times, sizes and ratios. Run as root from the repository root:
 
   .venv/bin/python bench/pg_snapshot_bench.py [--rows N] [--candidates zstd:1,gzip:1]
+      [--restore-candidates none,default,maintenance_work_mem=1GB+jobs=2] [--rounds 3]
+      [--phases none,default]
 """
 
 from __future__ import annotations
@@ -78,6 +84,21 @@ FROM generate_series(1, %(rows)d / 2) g;
 ALTER TABLE events ADD PRIMARY KEY (id);
 """
 
+# One transaction per table (a DO block may COMMIT when it is the only statement sent), so
+# building thousands of tables does not exhaust the lock table.
+MANY_TABLES_SQL = r"""
+DO $$
+BEGIN
+    FOR i IN 1..%(tables)d LOOP
+        EXECUTE format('CREATE TABLE t%%s (id int PRIMARY KEY, note text NOT NULL)', i);
+        EXECUTE format('INSERT INTO t%%s SELECT g, md5(g::text) FROM generate_series(1, 100) g',
+                       i);
+        EXECUTE format('CREATE INDEX ON t%%s (note)', i);
+        COMMIT;
+    END LOOP;
+END $$
+"""
+
 
 def timed(func):
     start = time.monotonic()
@@ -118,6 +139,13 @@ def parse_candidate(text):
     return text, tuple(settings), jobs
 
 
+def wal_syncs(cluster):
+    """(WAL fsyncs so far, seconds they took): what waiting for commits costs, counted by the
+    server itself, so it does not move with the machine's load as wall time does."""
+    count, msec = cluster.psql('SELECT wal_sync, wal_sync_time FROM pg_stat_wal').split('|')
+    return int(count), float(msec) / 1000
+
+
 def checkpoint(cluster):
     start = time.monotonic()
     cluster.psql('CHECKPOINT')
@@ -125,43 +153,53 @@ def checkpoint(cluster):
 
 
 def restore_rounds(args, cluster, env, params, seed_file, snap, candidates):
-    """Time the seed's restore and every candidate ``args.rounds`` times, in an order that
-    rotates each round (whoever runs second profits from the page cache). Before each timed
-    run a CHECKPOINT (untimed) writes out the previous run's dirty buffers, so no run pays
-    for another's; the CHECKPOINT right after each run is timed separately: it is what
-    making that run's pages durable in the data files costs on top of its WAL."""
-    pg = cluster.bin
-    runs = [('seed', None, None)] + candidates
+    """Time every candidate ``args.rounds`` times, each run paired with a seed restore right
+    next to it (seed first in odd rounds, second in even ones: whoever runs second profits
+    from the page cache). The other engineers' load drifts over minutes, so the ratio
+    within a pair is steadier than a ratio of medians. Before each timed run a CHECKPOINT
+    (untimed) writes out the previous run's dirty buffers, so no run pays for another's;
+    the CHECKPOINT right after each run is timed separately: it is what writing that run's
+    pages to the data files would add if the restore waited for it."""
     times = {}
     for rnd in range(args.rounds):
-        order = runs[rnd % len(runs):] + runs[:rnd % len(runs)]
-        for label, settings, jobs in order:
-            cluster.psql('DROP DATABASE IF EXISTS r_bench WITH (FORCE)')
-            checkpoint(cluster)
-            if settings is None:
-                label = 'seed (createdb + serial pg_restore -Fc)'
-                start = time.monotonic()
-                sh([os.path.join(pg, 'createdb'), 'r_bench'], env)
-                sh([os.path.join(pg, 'pg_restore'), '-d', 'r_bench', seed_file], env)
-                took = time.monotonic() - start
-                steps = ''
-                times.setdefault('seed', []).append(took)
-            else:
-                core.RESTORE_SESSION_SETTINGS = settings
-                start = time.monotonic()
-                res = core.restore(dict(params, target_database='r_bench', jobs=jobs))
-                took = time.monotonic() - start
-                assert res['tables'] == snap['tables'], 'restored row counts differ'
-                steps = json.dumps(res['timings'], sort_keys=True)
-                label = 'ours %s' % label
-                times.setdefault(label, []).append(took)
-            after = checkpoint(cluster)
-            times.setdefault('checkpoint ' + label, []).append(after)
-            print('round %d  %-60s %6.1f s  checkpoint after %.2f s  load %s %s'
-                  % (rnd + 1, label, took, after, load(), steps), flush=True)
+        for label, settings, jobs in candidates:
+            pair = [('seed', None, None), ('ours ' + label, settings, jobs)]
+            took = {}
+            for name, run_settings, run_jobs in (pair if rnd % 2 == 0 else pair[::-1]):
+                took[name] = one_restore(cluster, env, params, seed_file, snap, name,
+                                         run_settings, run_jobs, times)
+            times.setdefault('ratio ' + label, []).append(took['seed'] / took['ours ' + label])
+            print('round %d  pair ratio seed/ours %-44s %.2f' % (
+                rnd + 1, label, times['ratio ' + label][-1]), flush=True)
     core.RESTORE_SESSION_SETTINGS = DEFAULT_SETTINGS
     cluster.psql('DROP DATABASE IF EXISTS r_bench WITH (FORCE)')
     return times
+
+
+def one_restore(cluster, env, params, seed_file, snap, name, settings, jobs, times):
+    pg = cluster.bin
+    cluster.psql('DROP DATABASE IF EXISTS r_bench WITH (FORCE)')
+    checkpoint(cluster)
+    syncs = wal_syncs(cluster)
+    start = time.monotonic()
+    if settings is None:  # the seed's restore
+        sh([os.path.join(pg, 'createdb'), 'r_bench'], env)
+        sh([os.path.join(pg, 'pg_restore'), '-d', 'r_bench', seed_file], env)
+        steps = ''
+    else:
+        core.RESTORE_SESSION_SETTINGS = settings
+        res = core.restore(dict(params, target_database='r_bench', jobs=jobs))
+        assert res['tables'] == snap['tables'], 'restored row counts differ'
+        steps = json.dumps(res['timings'], sort_keys=True)
+    took = time.monotonic() - start
+    flushes, flush_seconds = [b - a for a, b in zip(syncs, wal_syncs(cluster))]
+    after = checkpoint(cluster)
+    times.setdefault(name, []).append(took)
+    times.setdefault('checkpoint ' + name, []).append(after)
+    times.setdefault('wal flushes ' + name, []).append((flushes, round(flush_seconds, 2)))
+    print('  %-60s %6.1f s  WAL flushes %d (%.2f s)  checkpoint after %.2f s  load %s %s'
+          % (name, took, flushes, flush_seconds, after, load(), steps), flush=True)
+    return took
 
 
 def restore_phases(cluster, env, dump, settings):
@@ -220,6 +258,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--rows', type=int, default=2200000,
                         help='rows in the orders table (default builds >= 1 GB on disk)')
+    parser.add_argument('--tables', type=int, default=0,
+                        help='instead of the orders data, N small tables (100 rows, a primary '
+                        'key and an index each): a schema where per-statement costs dominate')
     parser.add_argument('--candidates', default='',
                         help='extra compression settings to time, e.g. zstd:1,gzip:1')
     parser.add_argument('--restore-candidates', default='none,default',
@@ -239,7 +280,7 @@ def main():
     base = tempfile.mkdtemp(prefix='codeb-bench-pg-', dir=args.workdir)
     cluster = PostgresCluster(base, extra_conf={
         'fsync': 'on', 'shared_buffers': "'512MB'", 'max_wal_size': "'4GB'",
-        'max_parallel_workers_per_gather': '0'})
+        'max_parallel_workers_per_gather': '0', 'track_wal_io_timing': 'on'})
     out = os.path.join(base, 'dumps')
     os.makedirs(out)
     results = {}
@@ -248,11 +289,14 @@ def main():
         env = dict(os.environ, **cluster.env)
         pg = cluster.bin
         cluster.create_database(DB)
-        build_time, _built = timed(lambda: (cluster.psql(BUILD_SQL % {'rows': args.rows}, DB),
+        build_sql = MANY_TABLES_SQL % {'tables': args.tables} if args.tables else BUILD_SQL % {
+            'rows': args.rows}
+        build_time, _built = timed(lambda: (cluster.psql(build_sql, DB),
                                             cluster.psql('VACUUM ANALYZE', DB)))
         db_size = int(cluster.psql("SELECT pg_database_size('%s')" % DB))
-        print('built %s: %.2f GB on disk in %.0f s (%d orders rows)'
-              % (DB, db_size / 1e9, build_time, args.rows), flush=True)
+        print('built %s: %.2f GB on disk in %.0f s (%s)'
+              % (DB, db_size / 1e9, build_time, '%d tables' % args.tables if args.tables
+                 else '%d orders rows' % args.rows), flush=True)
         params = dict(database=DB, backup_dir=os.path.join(out, 'ours'),
                       login_unix_socket=cluster.socket_dir, login_port=cluster.port,
                       metrics_dir=os.path.join(out, 'metrics'))
@@ -286,7 +330,7 @@ def main():
                   flush=True)
             shutil.rmtree(os.path.join(out, 'cand'))
 
-        print('restore: %d rounds of %s, interleaved with the seed\'s serial pg_restore; load '
+        print('restore: %d rounds of %s, each paired with the seed\'s serial pg_restore; load '
               'before: %s' % (args.rounds, ', '.join(c[0] for c in candidates), load()),
               flush=True)
         restores = restore_rounds(args, cluster, env, params, os.path.join(out, 'seed.dump'),
@@ -296,8 +340,7 @@ def main():
             phases[label] = restore_phases(cluster, env, os.path.join(out, 'raw.dump'),
                                            parse_candidate(label)[1])
 
-        strategies = createdb_strategies(cluster, args.rounds)
-        seed_median = median(restores['seed'])
+        strategies = {} if args.tables else createdb_strategies(cluster, args.rounds)
         summary = {
             'database_bytes': db_size,
             'snapshot_speedup_vs_seed': round(t_seed / t_ours, 2),
@@ -306,7 +349,12 @@ def main():
             'times_seconds': {k: round(v[0], 1) for k, v in results.items()},
             'sizes_bytes': {k: v[1] for k, v in results.items()},
             'restore_seconds': {k: [round(t, 1) for t in v] for k, v in restores.items()
-                                if not k.startswith('checkpoint ')},
+                                if not k.startswith(('checkpoint ', 'ratio ', 'wal '))},
+            'restore_wal_flushes_and_seconds': {k[len('wal flushes '):]: v
+                                                for k, v in restores.items()
+                                                if k.startswith('wal flushes ')},
+            'restore_pair_ratios': {k[len('ratio '):]: [round(t, 2) for t in v]
+                                    for k, v in restores.items() if k.startswith('ratio ')},
             'checkpoint_after_seconds': {k[len('checkpoint '):]: [round(t, 2) for t in v]
                                          for k, v in restores.items()
                                          if k.startswith('checkpoint ')},
@@ -318,13 +366,16 @@ def main():
         print('snapshot: %.2fx faster than the seed, %.3fx its size, %.2fx the raw -Z0 time'
               % (summary['snapshot_speedup_vs_seed'], summary['snapshot_size_vs_seed'],
                  summary['snapshot_time_vs_raw']))
-        print('restore, median of %d rounds (spread = min..max), ratio = seed median / median:'
-              % args.rounds)
-        for label, times in restores.items():
-            if label.startswith('checkpoint '):
-                continue
-            print('  %-60s %6.1f s  (%5.1f..%5.1f)  %.2fx' % (
-                label, median(times), min(times), max(times), seed_median / median(times)))
+        print('restore, %d rounds; time median (min..max); seed/ours = median (min..max) of the '
+              'ratios within each pair:' % args.rounds)
+        for label in ['seed'] + ['ours ' + c[0] for c in candidates]:
+            took, ratios = restores[label], restores.get('ratio ' + label[len('ours '):])
+            print('  %-50s %6.1f s (%5.1f..%5.1f)  %s  WAL flushes %d (%.2f s)' % (
+                label, median(took), min(took), max(took),
+                '%.2fx (%.2f..%.2f)' % (median(ratios), min(ratios), max(ratios)) if ratios
+                else '                  ',
+                median([f[0] for f in restores['wal flushes ' + label]]),
+                median([f[1] for f in restores['wal flushes ' + label]])))
         print(json.dumps(summary, indent=2))
     finally:
         cluster.stop()
