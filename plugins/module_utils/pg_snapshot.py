@@ -59,7 +59,7 @@ DEFAULT_COMPRESSION = 'zstd:1'
 # - maintenance_work_mem=256MB (default 64MB): primary-key and index sorts of a few
 #   million rows run in memory; one session per pg_restore worker, small next to a
 #   storage host's RAM; 512MB and 1GB bought nothing measurable.
-# No CHECKPOINT before the swap: it took 1-3 s per GB restored, and writes every database's
+# No CHECKPOINT before the swap: it took 0.4-3 s per GB restored, and writes every database's
 # dirty buffers, for a guarantee the synchronous swap already gives.
 RESTORE_SESSION_SETTINGS = (('synchronous_commit', 'off'), ('maintenance_work_mem', '256MB'))
 DEFAULT_FORMAT = 'custom'
