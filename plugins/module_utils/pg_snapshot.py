@@ -1164,12 +1164,14 @@ def _closed(conn, p, database):
 
 
 def _durable(statements):
-    """``statements`` in one transaction whose commit is synchronous whatever the server,
-    role or database sets: the commit returns only once the WAL up to its commit record is
-    flushed, and WAL is flushed in order, so every row, index and commit the restore wrote
-    before (with RESTORE_SESSION_SETTINGS' asynchronous commits) is durable before the
-    restored database takes the target's name."""
-    return 'BEGIN; SET LOCAL synchronous_commit TO on; %s; COMMIT;' % statements
+    """``statements`` in one transaction whose commit waits for the local WAL flush even if
+    the server, role or database sets ``synchronous_commit=off``: WAL is flushed in order,
+    so every row, index and commit the restore wrote before (with RESTORE_SESSION_SETTINGS'
+    asynchronous commits) is durable before the restored database takes the target's name.
+    Only ``off`` is raised (to ``local``): a configured wait for synchronous standbys is
+    kept, and none is added where the server has chosen not to wait for them."""
+    return ("BEGIN; SELECT set_config('synchronous_commit', 'local', true) "
+            "WHERE current_setting('synchronous_commit') = 'off'; %s; COMMIT;" % statements)
 
 
 def _swap(conn, maint, target, aside, incoming):
