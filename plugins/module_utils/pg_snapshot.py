@@ -56,9 +56,10 @@ DEFAULT_COMPRESSION = 'zstd:1'
 #   synchronously (_durable): that flushes all WAL written before it, so nothing of the
 #   restore is acknowledged before it is durable, and a crash before the swap leaves the
 #   live database as it was (the temporary one is dropped by the next run's reconcile).
-# - maintenance_work_mem=256MB (default 64MB): primary-key and index sorts of a few
-#   million rows run in memory; one session per pg_restore worker, small next to a
-#   storage host's RAM; 512MB and 1GB bought nothing measurable.
+# - maintenance_work_mem=256MB (default 64MB): memory for the primary-key and index sorts
+#   (1GB halved the primary-key builds in one phase measurement, but the whole restore was
+#   no faster than with 256MB); one session per pg_restore worker, small next to a
+#   storage host's RAM.
 # No CHECKPOINT before the swap: it took 0.4-3 s per GB restored, and writes every database's
 # dirty buffers, for a guarantee the synchronous swap already gives.
 RESTORE_SESSION_SETTINGS = (('synchronous_commit', 'off'), ('maintenance_work_mem', '256MB'))
