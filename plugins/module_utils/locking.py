@@ -11,9 +11,17 @@ import os
 import time
 
 from ansible_collections.codeb.backup.plugins.module_utils.errors import LockTimeout
+from ansible_collections.codeb.backup.plugins.module_utils.spec import Option
 
 DEFAULT_WAIT = 60.0
 _POLL = 0.1
+
+
+def lock_timeout_option(default=DEFAULT_WAIT, of='the same job'):
+    """The ``lock_timeout`` option of a job: how long a second run waits for the first."""
+    return Option('lock_timeout', type='float',
+                  default=None if default is None else float(default),
+                  help='seconds a second run of %s waits for the first, then fails' % of)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import time
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.spec import Option
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest
@@ -45,6 +46,9 @@ HELP = {
     'last_size_bytes': 'Size in bytes of the artifact the last successful run wrote.',
 }
 
+# The option of every job that writes metrics, in every subsystem.
+METRICS_DIR_OPTION = Option('metrics_dir', type='path', default=DEFAULT_TEXTFILE_DIR,
+                            help='node_exporter textfile directory ("" disables metrics)')
 
 def metrics_path(textfile_dir, kind, target):
     safe = re.sub(r'[^A-Za-z0-9_.-]', '_', '%s_%s' % (kind, target))

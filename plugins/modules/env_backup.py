@@ -171,6 +171,11 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+msg:
+  description: In check mode, what the real run would do (key names only, never values).
+  returned: in check mode
+  type: str
+  sample: would record a new version of worb/production
 project:
   description: The project.
   returned: always
@@ -361,7 +366,22 @@ def main():
     diff = result.pop('diff', None)
     if module._diff and result['changed'] and diff:
         result['diff'] = diff
+    if module.check_mode:
+        result['msg'] = _prediction(p, result)
     module.exit_json(**result)
+
+
+def _prediction(p, result):
+    """What the real run would do, in words (check mode). Key names only, never values."""
+    where = '%s/%s' % (p['project'], p['environment'])
+    if not result['changed']:
+        return 'nothing to do for %s: a real run would write nothing' % where
+    if p['state'] == 'restored':
+        return 'would write version %s of %s to %s' % (result.get('version'), where, p['dest'])
+    if p['dest']:
+        return 'would set %s in %s and record it as a version of %s' % (
+            ', '.join(sorted(p['values'])), p['dest'], where)
+    return 'would record a new version of %s' % where
 
 
 if __name__ == '__main__':

@@ -200,6 +200,11 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+msg:
+  description: With O(state=restored) in check mode, what the real run would do.
+  returned: state=restored in check mode
+  type: str
+  sample: would stop Redis instance redis and restore dump-2026-01-07T10:00:00.rdb (rdb, sha256 checked)
 snapshots:
   description:
     - Manifest entries of the snapshots written (O(state=present)), or one report per

@@ -158,9 +158,13 @@ in_sync:
   returned: when state is query
   type: bool
 msg:
-  description: What nginx serves, and what to do when the include and the applied record disagree.
-  returned: when state is query
+  description:
+    - With O(state=query), what nginx serves, and what to do when the include and the applied
+      record disagree.
+    - In check mode, what the real run would do.
+  returned: when state is query, and in check mode
   type: str
+  sample: would switch project worb to slot green and reload nginx
 nginx_output:
   description: What C(nginx -t) said when it refused the configuration.
   returned: when nginx -t failed
@@ -203,7 +207,18 @@ def main():
     diff = result.pop('diff')
     if module._diff and diff:
         result['diff'] = diff
+    if module.check_mode and p['state'] != 'query':
+        result['msg'] = _prediction(p, result)
     module.exit_json(**result)
+
+
+def _prediction(p, result):
+    """What the real run would do, in words (check mode)."""
+    if not result['changed']:
+        return 'nothing to do: project %s already points at slot %s' % (p['project'], p['slot'])
+    if p['state'] == 'present':
+        return 'would write the include of project %s for slot %s' % (p['project'], p['slot'])
+    return 'would switch project %s to slot %s and reload nginx' % (p['project'], p['slot'])
 
 
 if __name__ == '__main__':

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from ansible_collections.codeb.backup.plugins.module_utils import metrics
 from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import slots, traffic
-from ansible_collections.codeb.backup.plugins.module_utils.locking import DEFAULT_WAIT
+from ansible_collections.codeb.backup.plugins.module_utils.locking import lock_timeout_option
 from ansible_collections.codeb.backup.plugins.module_utils.spec import Option
 
 PROJECT = Option('project', required=True, help='project name (e.g. worb)')
-LOCK_TIMEOUT = Option('lock_timeout', type='float', default=DEFAULT_WAIT,
-                      help='seconds to wait for another change of the same project')
-METRICS_DIR = Option('metrics_dir', type='path', default=metrics.DEFAULT_TEXTFILE_DIR,
-                     help='node_exporter textfile directory ("" disables metrics)')
+LOCK_TIMEOUT = lock_timeout_option(of='the same project')
+METRICS_DIR = metrics.METRICS_DIR_OPTION
 
 # ---- the slot state (slot_rollback, codeb-backup slot-status)
 SLOT_STATE_DIR = Option('state_dir', type='path', default=slots.DEFAULT_STATE_DIR,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ansible_collections.codeb.backup.plugins.module_utils import metrics
 from ansible_collections.codeb.backup.plugins.module_utils.env.store import (
     DEFAULT_ENVIRONMENT, DEFAULT_ROOT, TRIGGERS)
-from ansible_collections.codeb.backup.plugins.module_utils.locking import DEFAULT_WAIT
+from ansible_collections.codeb.backup.plugins.module_utils.locking import lock_timeout_option
 from ansible_collections.codeb.backup.plugins.module_utils.spec import Option
 
 DEFAULT_MODE = '0600'
@@ -36,10 +36,8 @@ OWNER = Option('owner', help='owner of dest (default: keep)')
 GROUP = Option('group', help='group of dest (default: keep)')
 MODE = Option('mode', type='raw', default=DEFAULT_MODE, help='mode of dest')
 DEST_OPTIONS = (DEST, OWNER, GROUP, MODE)
-LOCK_TIMEOUT = Option('lock_timeout', type='float', default=DEFAULT_WAIT,
-                      help='seconds to wait for another run of this project/environment')
-METRICS_DIR = Option('metrics_dir', type='path', default=metrics.DEFAULT_TEXTFILE_DIR,
-                     help='node_exporter textfile directory, "" to disable')
+LOCK_TIMEOUT = lock_timeout_option(of='the same project/environment')
+METRICS_DIR = metrics.METRICS_DIR_OPTION
 WRITING = (LOCK_TIMEOUT, METRICS_DIR)
 VERIFY = Option('verify', type='bool', default=False,
                 help='fail if any file does not match its sha256')

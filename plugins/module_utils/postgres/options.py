@@ -15,6 +15,7 @@ import os
 import re
 
 from ansible_collections.codeb.backup.plugins.module_utils import metrics, naming
+from ansible_collections.codeb.backup.plugins.module_utils.locking import lock_timeout_option
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.postgres.connection import (
     CONNECTION_OPTIONS, check_connection)
@@ -78,10 +79,8 @@ SNAPSHOT_OPTIONS = (
            help='delete snapshots older than this many days'),
     Option('keep_min', type='int', default=DEFAULT_KEEP_MIN,
            help='but always keep this many newest good ones'),
-    Option('lock_timeout', type='float', default=DEFAULT_LOCK_TIMEOUT,
-           help='seconds to wait for another run of the same database'),
-    Option('metrics_dir', type='path', default=metrics.DEFAULT_TEXTFILE_DIR,
-           help='node_exporter textfile directory'),
+    lock_timeout_option(DEFAULT_LOCK_TIMEOUT, 'the same database'),
+    metrics.METRICS_DIR_OPTION,
 )
 # Everything the pg_snapshot module takes.
 MODULE_OPTIONS = SNAPSHOT_OPTIONS + CONNECTION_OPTIONS

@@ -78,10 +78,8 @@ OPTIONS = (
            flag_aliases=('run-as',), help='OS user that owns the pgBackRest repository'),
     Option('config', type='path', help='pgbackrest.conf to use'),
     Option('timeout', type='int', default=600, cli=False),
-    Option('lock_timeout', type='float',
-           help='seconds to wait for another run of the same stanza'),
-    Option('metrics_dir', type='path', default=metrics.DEFAULT_TEXTFILE_DIR,
-           help='node_exporter textfile directory (empty: no metrics)'),
+    locking.lock_timeout_option(None, 'the same stanza'),
+    metrics.METRICS_DIR_OPTION,
 )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.codeb.backup.plugins.module_utils import metrics, naming
+from ansible_collections.codeb.backup.plugins.module_utils.locking import lock_timeout_option
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.spec import Option
 
@@ -69,10 +70,8 @@ INSTANCE = Option('instance', default=DEFAULT_INSTANCE,
                   help='instance name for metrics and messages')
 SNAPSHOT_FORMAT = Option('snapshot_format', choices=FORMATS, flag_aliases=('format',),
                          help='only rdb or only aof snapshots')
-METRICS_DIR = Option('metrics_dir', type='path', default=metrics.DEFAULT_TEXTFILE_DIR,
-                     help='node_exporter textfile directory ("" disables metrics)')
-LOCK_TIMEOUT = Option('lock_timeout', type='float', default=float(DEFAULT_LOCK_TIMEOUT),
-                      help='seconds a second concurrent run waits for the first')
+METRICS_DIR = metrics.METRICS_DIR_OPTION
+LOCK_TIMEOUT = lock_timeout_option(DEFAULT_LOCK_TIMEOUT, 'the same instance')
 RETENTION_OPTIONS = (
     Option('keep_min', type='int', default=DEFAULT_KEEP_MIN,
            help='never delete the newest this many good RDB snapshots'),

@@ -132,7 +132,9 @@ def predict_restore(conn, backup_dir, snapshot='latest', snapshot_format=None, i
                           param='snapshot')
     return dict(changed=True, snapshot=entry['file'], format=entry['kind'],
                 expected_keys=entry.get('keys'), duration_seconds=0,
-                size_bytes=entry['size_bytes'])
+                size_bytes=entry['size_bytes'],
+                msg='would stop Redis instance %s and restore %s (%s, sha256 checked)'
+                    % (instance, entry['file'], entry['kind']))
 
 
 def restore_snapshot(conn, backup_dir=DEFAULT_BACKUP_DIR, snapshot='latest', snapshot_format=None,
