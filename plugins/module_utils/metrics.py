@@ -50,6 +50,7 @@ HELP = {
 METRICS_DIR_OPTION = Option('metrics_dir', type='path', default=DEFAULT_TEXTFILE_DIR,
                             help='node_exporter textfile directory ("" disables metrics)')
 
+
 def metrics_path(textfile_dir, kind, target):
     safe = re.sub(r'[^A-Za-z0-9_.-]', '_', '%s_%s' % (kind, target))
     return os.path.join(textfile_dir, '%s%s.prom' % (PREFIX, safe))
