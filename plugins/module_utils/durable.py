@@ -43,6 +43,11 @@ def ensure_dir(path, mode=0o700):
     return True
 
 
+def sha256_bytes(data):
+    """The sha256 of ``data`` as the manifests record it (lowercase hex)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, 'rb') as handle:

@@ -17,7 +17,7 @@ import json
 import os
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, naming
-from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.errors import ArtifactError, BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
 
 MANIFEST_NAME = 'manifest.json'
@@ -82,3 +82,26 @@ class Manifest(object):
             yield entries
             if json.dumps(entries, sort_keys=True) != before:
                 durable.atomic_write_json(self.path, {'format': FORMAT_VERSION, 'entries': entries})
+
+
+def check_artifact(path, entry, digest=None, param=None):
+    """Return the sha256 of the artifact at ``path`` when it is what its manifest ``entry``
+    recorded (``sha256``, and ``size_bytes`` for a file); otherwise raise ArtifactError
+    saying what is wrong. The first check of every verification and restore. An unreadable
+    disk raises OSError instead: that is no evidence about the artifact."""
+    if not os.path.lexists(path):
+        raise ArtifactError('%s is missing although the manifest lists it' % path, param=param)
+    if os.path.islink(path):
+        raise ArtifactError('%s is a symlink, not the artifact the manifest lists' % path,
+                            param=param)
+    if os.path.isfile(path) and entry.get('size_bytes') is not None:
+        size = os.path.getsize(path)
+        if size != entry['size_bytes']:
+            raise ArtifactError('%s is %d bytes, the manifest says %d' % (path, size,
+                                                                         entry['size_bytes']),
+                                param=param)
+    actual = (digest or durable.sha256_file)(path)
+    if actual != entry.get('sha256'):
+        raise ArtifactError('%s fails its checksum: sha256 mismatch (manifest %s, file %s)'
+                            % (path, entry.get('sha256'), actual), param=param)
+    return actual

@@ -31,7 +31,6 @@ times.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -69,10 +68,6 @@ def applied_path(state_dir, project):
     return os.path.join(state_dir, '%s.applied.json' % project)
 
 
-def _sha256(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 def read_applied(state_dir, project):
     """The record of the last switch nginx applied (dict with ``slot``, ``sha256``,
     ``include``), or None if there is none. A damaged record is no evidence either: None
@@ -85,7 +80,7 @@ def read_applied(state_dir, project):
         return None
     if not isinstance(data, dict) or data.get('slot') not in SLOTS \
             or not isinstance(data.get('sha256'), str) or not isinstance(data.get('include'), str) \
-            or _sha256(data['include'].encode()) != data['sha256']:
+            or durable.sha256_bytes(data['include'].encode()) != data['sha256']:
         return None
     return data
 
@@ -95,7 +90,7 @@ def _write_applied(state_dir, project, slot, include_bytes, master):
     record = os.path.basename(applied_path(state_dir, project))
     durable.remove_stale_temps(state_dir, durable.temps_of(record))
     durable.atomic_write_json(applied_path(state_dir, project), {
-        'project': project, 'slot': slot, 'sha256': _sha256(include_bytes),
+        'project': project, 'slot': slot, 'sha256': durable.sha256_bytes(include_bytes),
         'include': include_bytes.decode(), 'nginx_master_pid': master,
         'appliedAt': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
     }, mode=0o644)
@@ -121,7 +116,7 @@ def status(include_dir, project, state_dir=DEFAULT_STATE_DIR):
     include_bytes = _read_bytes(path)
     applied = read_applied(state_dir, project)
     in_sync = bool(applied and include_bytes is not None
-                   and applied['sha256'] == _sha256(include_bytes)
+                   and applied['sha256'] == durable.sha256_bytes(include_bytes)
                    and applied['slot'] == include_slot)
     served = applied['slot'] if applied else None
     if in_sync:

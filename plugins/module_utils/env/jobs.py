@@ -12,7 +12,6 @@ validated, compared and written atomically with its mode and ownership.
 from __future__ import annotations
 
 import grp
-import hashlib
 import os
 import pwd
 import re
@@ -27,10 +26,6 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import (Artifa
                                                                           as_backup_error)
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.locking import DEFAULT_WAIT
-
-
-def _sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 def _resolve_id(param, value):
@@ -137,8 +132,8 @@ class _Dest(object):
                 and (self.uid == -1 or st.st_uid == self.uid)
                 and (self.gid == -1 or st.st_gid == self.gid))
         return dict(dest=self.dest, mode='%04o' % self.mode, changed=not same,
-                    content_changed=old != data, size_bytes=len(data), sha256=_sha256(data),
-                    dest_sha256_before=_sha256(old) if old is not None else None)
+                    content_changed=old != data, size_bytes=len(data), sha256=durable.sha256_bytes(data),
+                    dest_sha256_before=durable.sha256_bytes(old) if old is not None else None)
 
     def write(self, data, st):
         """Temp name beside the file, fsync, mode and owner, rename, directory fsync."""

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import hashlib
 import json
 import os
 import stat
@@ -60,10 +59,6 @@ _VERSION_FILE_RE = naming.ENV_VERSION_FILE_RE
 _AVAILABLE_SHOWN = 30
 _SHA256_RE = naming.SHA256_RE
 _KEY_LISTS = ('keys_added', 'keys_removed', 'keys_changed')
-
-
-def _sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 def _validate_root(root):
@@ -211,9 +206,9 @@ class EnvStore(object):
         except OSError as exc:
             raise as_backup_error(exc, 'reading version %s of %s (the version itself is not '
                                        'known to be damaged)' % (entry['version'], self.target))
-        if _sha256(data) != entry['sha256']:
+        if durable.sha256_bytes(data) != entry['sha256']:
             raise ArtifactError('%s does not match its sha256 in %s (expected %s, found %s); '
-                                'refusing to use it' % (path, LOG, entry['sha256'], _sha256(data)),
+                                'refusing to use it' % (path, LOG, entry['sha256'], durable.sha256_bytes(data)),
                                 file=os.path.basename(path))
         return data
 
@@ -334,7 +329,7 @@ class EnvStore(object):
 
     def _entry(self, stamp, data, trigger, source, entries, changes, **extra):
         entry = dict(version=stamp, file=stamp + '.env', time=stamp, trigger=trigger,
-                     sha256=_sha256(data), size_bytes=len(data), master=not entries,
+                     sha256=durable.sha256_bytes(data), size_bytes=len(data), master=not entries,
                      source=source, keys=len(envfile.parse_bytes(data).to_dict()), **changes)
         entry.update(extra)
         return entry
@@ -378,7 +373,7 @@ class EnvStore(object):
         Returns ``(entries, saved, version)``."""
         if live is None:
             return entries, False, None
-        sha = _sha256(live)
+        sha = durable.sha256_bytes(live)
         for entry in entries:
             if entry['sha256'] == sha:
                 return entries, False, None
@@ -403,8 +398,8 @@ class EnvStore(object):
         parsed = envfile.parse_bytes(data)
         after = parsed.to_dict()
         changes = envfile.key_changes(before, after)
-        sha = _sha256(data)
-        created = base is None or sha != _sha256(base)
+        sha = durable.sha256_bytes(data)
+        created = base is None or sha != durable.sha256_bytes(base)
         result = dict(project=self.project, environment=self.environment, store_path=self.path,
                       trigger=trigger, sha256=sha, size_bytes=len(data), repaired=list(repaired),
                       invalid_lines=parsed.invalid_lines(), created=created,

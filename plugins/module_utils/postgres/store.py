@@ -22,7 +22,7 @@ import subprocess
 from ansible_collections.codeb.backup.plugins.module_utils import durable, naming, process
 from ansible_collections.codeb.backup.plugins.module_utils.errors import ArtifactError, BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.locking import job_lock
-from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
+from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest, check_artifact
 from ansible_collections.codeb.backup.plugins.module_utils.postgres.options import (
     DEFAULT_BACKUP_DIR, KIND)
 from ansible_collections.codeb.backup.plugins.module_utils.retention import is_good, plan_retention
@@ -238,13 +238,7 @@ def verify_entry(conn, backup_dir, entry, full=True):
 def check_checksum(backup_dir, entry):
     """The artifact's sha256, or ArtifactError when it is missing or differs from the
     manifest. (An unreadable disk raises OSError: no evidence about the artifact.)"""
-    path = os.path.join(backup_dir, entry['file'])
-    if not os.path.lexists(path):
-        raise ArtifactError('file is missing')
-    actual = artifact_sha256(path)
-    if actual != entry.get('sha256'):
-        raise ArtifactError('sha256 mismatch: manifest %s, file %s' % (entry.get('sha256'), actual))
-    return actual
+    return check_artifact(os.path.join(backup_dir, entry['file']), entry, digest=artifact_sha256)
 
 
 # --------------------------------------------------------------------------- retention

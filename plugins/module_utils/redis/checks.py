@@ -14,6 +14,7 @@ import tempfile
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable, naming, process
 from ansible_collections.codeb.backup.plugins.module_utils.errors import ArtifactError, BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.manifest import check_artifact
 from ansible_collections.codeb.backup.plugins.module_utils.redis.options import AOF_TAR_DIR
 
 
@@ -125,21 +126,9 @@ def verify_artifact(backup_dir, entry, work_dir=None):
     extract into a temp dir in ``work_dir`` (caller removes it) and return its path.
     Raises ArtifactError only on evidence against the snapshot, BackupError otherwise."""
     path = os.path.join(backup_dir, naming.validate_file_name('file', entry['file']))
-    if not os.path.lexists(path):
-        raise ArtifactError('snapshot file %s is missing although the manifest lists it' % path,
-                            param='snapshot')
-    if os.path.islink(path) or not os.path.isfile(path):
+    if os.path.isdir(path) and not os.path.islink(path):
         raise ArtifactError('snapshot %s is not a regular file' % path, param='snapshot')
-    size = os.path.getsize(path)
-    if size != entry['size_bytes']:
-        raise ArtifactError('snapshot %s is %d bytes, the manifest says %d: refusing it; pick '
-                            'another snapshot' % (path, size, entry['size_bytes']),
-                            param='snapshot')
-    actual = durable.sha256_file(path)
-    if actual != entry['sha256']:
-        raise ArtifactError('snapshot %s fails its checksum (manifest %s, file %s): refusing to '
-                            'restore it; pick another snapshot' % (path, entry['sha256'], actual),
-                            param='snapshot')
+    check_artifact(path, entry, param='snapshot')
     if entry['kind'] == 'rdb':
         check_rdb(path)
         return None
