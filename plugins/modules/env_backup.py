@@ -378,9 +378,11 @@ def _prediction(p, result):
         return 'nothing to do for %s: a real run would write nothing' % where
     if p['state'] == 'restored':
         return 'would write version %s of %s to %s' % (result.get('version'), where, p['dest'])
-    if p['dest']:
-        return 'would set %s in %s and record it as a version of %s' % (
-            ', '.join(sorted(p['values'])), p['dest'], where)
+    if p['values'] is not None:
+        keys = ', '.join(sorted(p['values']))
+        if p['dest']:
+            return 'would set %s in %s and record it as a version of %s' % (keys, p['dest'], where)
+        return 'would set %s in a new version of %s' % (keys, where)
     return 'would record a new version of %s' % where
 
 

@@ -441,6 +441,40 @@ def test_apply_settings_live_and_idempotent(redis_factory):
     server.settle()
 
 
+@pytest.mark.parametrize('settings, named', [
+    ({'save': 'often'}, 'save'),
+    ({'appendfsync': 'sometimes'}, 'appendfsync'),
+    ({'appendonly': 'maybe'}, 'appendonly'),
+    ({'auto-aof-rewrite-percentage': -5}, 'auto-aof-rewrite-percentage'),
+])
+def test_bad_setting_values_are_refused_before_anything_is_set(redis_factory, settings, named):
+    server = redis_factory(appendonly=False)
+    conn = dict(login_port=server.port)
+    before = server.client().config_get('*')
+    for check_mode in (True, False):
+        with pytest.raises(BackupError) as info:
+            # a valid setting sorts first: nothing may be set before the bad one is found
+            rpers.apply_settings(conn, dict({'aof-use-rdb-preamble': 'no'}, **settings),
+                                 check_mode=check_mode)
+        assert info.value.param == 'settings' and named in info.value.msg
+    assert server.client().config_get('*') == before
+    server.settle()
+
+
+def test_a_failed_config_set_reports_what_was_already_set(redis_factory):
+    server = redis_factory(appendonly=False)
+    conn = dict(login_port=server.port)
+    # dbfilename with a slash passes the value checks but Redis refuses it at CONFIG SET,
+    # after appendfsync (sorted first) was already set live
+    with pytest.raises(BackupError) as info:
+        rpers.apply_settings(conn, {'appendfsync': 'always', 'dbfilename': 'a/b.rdb'})
+    assert info.value.param == 'settings'
+    assert info.value.details['changed'] is True
+    assert info.value.details['applied'] == ['appendfsync']
+    assert server.client().config_get('appendfsync')['appendfsync'] == 'always'
+    server.settle()
+
+
 # --------------------------------------------------------------------------- the modules
 
 

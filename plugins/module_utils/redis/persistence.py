@@ -21,8 +21,30 @@ RESTART_ONLY = ('appenddirname', 'appendfilename', 'dir')
 _MEMORY_SETTINGS = ('auto-aof-rewrite-min-size',)
 
 
+# Values Redis accepts for the enumerated settings; checked before anything is set, so
+# check mode predicts exactly what a real run would do and a bad value changes nothing.
+_CHOICES = {'appendonly': ('yes', 'no'), 'aof-use-rdb-preamble': ('yes', 'no'),
+            'appendfsync': ('always', 'everysec', 'no')}
+
+
 def normalize_setting(name, value):
-    """Canonical string form of a persistence setting, as CONFIG GET reports it."""
+    """Canonical string form of a persistence setting, as CONFIG GET reports it; a value
+    Redis would refuse raises BackupError naming the setting."""
+    try:
+        text = _normalize(name, value)
+    except (TypeError, ValueError, KeyError):
+        raise BackupError('settings: %s has a value Redis does not accept: %r' % (name, value),
+                          param='settings')
+    if name in _CHOICES and text not in _CHOICES[name]:
+        raise BackupError('settings: %s must be one of %s; got %r'
+                          % (name, ', '.join(_CHOICES[name]), value), param='settings')
+    if name == 'auto-aof-rewrite-percentage' and not (text.isdigit()):
+        raise BackupError('settings: auto-aof-rewrite-percentage must be an integer >= 0; got %r'
+                          % (value,), param='settings')
+    return text
+
+
+def _normalize(name, value):
     if isinstance(value, bool):
         return 'yes' if value else 'no'
     if name == 'save':
@@ -81,12 +103,15 @@ def apply_settings(conn, settings, check_mode=False):
         else:
             changes.append(name)
     if not check_mode:
-        for name in changes:
+        for done, name in enumerate(changes):
             try:
                 client.config_set(name, desired[name])
             except redis.exceptions.ResponseError as exc:
-                raise BackupError('CONFIG SET %s %r failed: %s' % (name, desired[name], exc),
-                                  param='settings')
+                # the settings set before this one stay set: say so
+                raise BackupError('CONFIG SET %s %r failed: %s%s' % (
+                    name, desired[name], exc,
+                    ' (already set live: %s)' % ', '.join(changes[:done]) if done else ''),
+                    param='settings', changed=bool(done), applied=changes[:done])
     after = dict(before)
     after.update({k: desired[k] for k in changes + restart})
     # changed: something was set live; a setting that waits for a restart is not written
