@@ -97,9 +97,8 @@ def check_artifact(path, entry, digest=None, param=None):
     if os.path.isfile(path) and entry.get('size_bytes') is not None:
         size = os.path.getsize(path)
         if size != entry['size_bytes']:
-            raise ArtifactError('%s is %d bytes, the manifest says %d' % (path, size,
-                                                                         entry['size_bytes']),
-                                param=param)
+            raise ArtifactError('%s is %d bytes, the manifest says %d'
+                                % (path, size, entry['size_bytes']), param=param)
     actual = (digest or durable.sha256_file)(path)
     if actual != entry.get('sha256'):
         raise ArtifactError('%s fails its checksum: sha256 mismatch (manifest %s, file %s)'
