@@ -15,6 +15,7 @@ packages=(
   python3 python3-apt python3-psycopg2 python3-redis python3-prometheus-client systemd systemd-sysv dbus
   openssh-server openssh-client sudo cron procps iproute2 less rsync zstd
   postgresql-15 postgresql-client-15 pgbackrest redis-server redis-tools nginx-light
+  prometheus prometheus-node-exporter prometheus-alertmanager
 )
 # The tag changes whenever this script changes, so an old image is never reused for a new
 # package list or build recipe.

@@ -6,7 +6,7 @@ packages=(
   postgresql-15 postgresql-client-15 redis-server redis-tools pgbackrest
   nginx-light openssh-server openssh-client sudo cron rsync zstd make
   podman runc debootstrap uidmap slirp4netns fuse-overlayfs
-  prometheus python3-venv python3-redis python3-prometheus-client python3-fastapi python3-uvicorn
+  prometheus prometheus-node-exporter prometheus-alertmanager python3-venv python3-redis python3-prometheus-client python3-fastapi python3-uvicorn
   shellcheck  # ansible-test sanity checks shell scripts only where it is installed
 )
 missing=()
