@@ -6,6 +6,10 @@ PY := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
+# One worker per core, at most 4; a whole test file stays on one worker (module fixtures
+# start servers once per file). PYTEST_JOBS=0 runs serially.
+PYTEST_JOBS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
+XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --dist loadfile)
 
 .PHONY: help deps venv demo test unit integration faults sanity lint changelog molecule bench clean
 
@@ -33,11 +37,11 @@ unit: venv
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 integration: deps venv
-	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) tests/integration $(PYTEST_ARGS)
 
 # Kills, full and read-only disks, missing tools, hostile manifests (needs root: tmpfs).
 faults: deps venv
-	$(PY) -m pytest -q tests/faults $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) tests/faults $(PYTEST_ARGS)
 
 sanity: venv
 	scripts/sanity.sh
@@ -66,7 +70,7 @@ molecule: deps venv
 	scripts/molecule.sh test -s env_backup
 
 test: deps venv
-	$(PY) -m pytest -q tests/unit tests/integration tests/faults $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) tests/unit tests/integration tests/faults $(PYTEST_ARGS)
 	$(MAKE) integration-targets
 	scripts/sanity.sh
 	$(MAKE) lint
