@@ -277,7 +277,7 @@ def test_concurrent_runs_leave_whole_files(redis_factory, tmp_path):
             'sys.exit(main(sys.argv[1:]))' % os.path.join(ROOT, '.collections'))
     argv = [sys.executable, '-c', code, 'collect-metrics', '--metrics-dir', str(tmp_path),
             '--redis', '--redis-port', str(server.port)]
-    procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL) for _ in range(6)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL) for _run in range(6)]
     assert [p.wait(120) for p in procs] == [0] * 6
     rc, result, files = collect(tmp_path, '--redis', '--redis-port', str(server.port))
     assert rc == 0 and list(files) == [REDIS_FILE]
