@@ -153,7 +153,7 @@ def uptime():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--interval', type=float, default=5.0,
                         help='collector, scrape and evaluation interval in seconds')
     parser.add_argument('--for', dest='for_', default='10s', help='for: of the measured alerts')
