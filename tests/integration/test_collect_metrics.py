@@ -19,7 +19,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.postgres import pgbac
 from ansible_collections.codeb.backup.plugins.module_utils.monitor import pgbackrest_facts
 from helpers.ansible_runner import ROOT
 from helpers.pgbackrest import archiving_cluster
-from helpers.servers import free_port, wait_for
+from helpers.servers import PostgresCluster, free_port, wait_for
 
 STANZA = 'mon'
 PROM = 'codeb_backup_'
@@ -282,3 +282,59 @@ def test_concurrent_runs_leave_whole_files(redis_factory, tmp_path):
     rc, result, files = collect(tmp_path, '--redis', '--redis-port', str(server.port))
     assert rc == 0 and list(files) == [REDIS_FILE]
     assert [n for n in os.listdir(tmp_path) if n.startswith('.tmp')] == []
+
+
+@pytest.fixture
+def standby(cluster):
+    """A streaming standby of ``cluster`` (pg_basebackup -R) on its own port and socket."""
+    base = tempfile.mkdtemp(prefix='codeb-test-standby-')
+    server = PostgresCluster(base)
+    subprocess.run([os.path.join(server.bin, 'pg_basebackup'), '-h', cluster.socket_dir, '-p',
+                    str(cluster.port), '-U', 'postgres', '-D', server.data, '-R', '-X', 'stream',
+                    '--no-sync'], user='postgres', group='postgres', extra_groups=[], check=True,
+                   capture_output=True)
+    with open(os.path.join(server.data, 'postgresql.auto.conf'), 'a') as handle:
+        handle.write("port = %d\nunix_socket_directories = '%s'\narchive_mode = 'off'\n"
+                     "primary_conninfo = 'host=%s port=%d user=postgres application_name=standby1'\n"
+                     % (server.port, base, cluster.socket_dir, cluster.port))
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_replication_facts_on_both_ends(cluster, standby, tmp_path):
+    primary_args = _postgres_args(cluster)
+    standby_args = ['--postgres', '--postgres-unix-socket', standby.socket_dir,
+                    '--postgres-port', str(standby.port), '--postgres-cluster', '15/standby']
+    labels = dict(cluster='15/main', application_name='standby1')
+    state = {}
+
+    def streaming():
+        rc, result, files = collect(tmp_path, *primary_args)
+        assert rc == 0, result
+        state['p'] = files[PG_FILE]
+        return value(state['p'], 'pg_replication_streaming', **labels) == 1
+    wait_for(streaming, 60, 'the standby to stream')
+    assert value(state['p'], 'pg_replication_lag_bytes', **labels) >= 0
+    assert value(state['p'], 'pg_replication_lag_seconds', **labels) >= 0
+    assert 'pg_wal_receiver_streaming' not in names(state['p'])  # a primary has no receiver
+
+    rc, result, files = collect(tmp_path, *standby_args)
+    assert rc == 0, result
+    replica = files[PG_FILE]
+    assert value(replica, 'pg_in_recovery', cluster='15/standby') == 1
+    assert value(replica, 'pg_wal_receiver_streaming', cluster='15/standby') == 1
+    assert value(replica, 'pg_wal_position_bytes', cluster='15/standby') > 0
+    assert value(replica, 'pg_archive_mode', cluster='15/standby') == 0
+
+    # the standby loses its primary: its receiver stops streaming
+    standby.psql("ALTER SYSTEM SET primary_conninfo = 'host=%s port=%d user=postgres'"
+                 % (standby.socket_dir, free_port()))
+    standby.psql('SELECT pg_reload_conf()')
+
+    def receiver_down():
+        rc, result, files = collect(tmp_path, *standby_args)
+        assert rc == 0, result
+        return value(files[PG_FILE], 'pg_wal_receiver_streaming', cluster='15/standby') == 0
+    wait_for(receiver_down, 60, "the standby's WAL receiver to stop streaming")
