@@ -9,17 +9,18 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
 
-from helpers.monitoring import RUNBOOK, alerts, render_rules
+from helpers.ansible_runner import run_playbook
+from helpers.monitoring import DEFAULTS, RULES_TEMPLATE, RUNBOOK, alerts, render_rules
 
 PROMTOOL = shutil.which('promtool')
 TESTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'promtool')
 TEST_FILES = sorted(glob.glob(os.path.join(TESTS_DIR, '*.test.yml')))
 RULES_NAME = 'codeb-backup.rules.yml'
-
 
 
 def promtool(*args, cwd=None):
@@ -39,6 +40,21 @@ def write_suite(directory, rules_text):
 @pytest.fixture(scope='module')
 def rules_text():
     return render_rules()
+
+
+def test_ansible_renders_the_same_file(rules_text, tmp_path):
+    """What the tests check is what the role installs: Ansible's template module renders
+    the template with the role's defaults to exactly render_rules()' text."""
+    dest = tmp_path / RULES_NAME
+    playbook = tmp_path / 'render.yml'
+    playbook.write_text(yaml.safe_dump([{
+        'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
+        'vars': {'ansible_python_interpreter': sys.executable}, 'vars_files': [DEFAULTS],
+        'tasks': [{'ansible.builtin.template': {'src': RULES_TEMPLATE, 'dest': str(dest), 'mode': '0644'}}],
+    }]))
+    returncode, out, err = run_playbook(str(playbook), inventory='localhost,', json_output=False)
+    assert returncode == 0, '%s\n%s' % (out, err)
+    assert dest.read_text() == rules_text
 
 
 def test_promtool_check_rules(rules_text, tmp_path):
