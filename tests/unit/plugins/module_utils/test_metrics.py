@@ -89,3 +89,17 @@ def test_without_prometheus_client_a_job_fails_and_names_the_package(tmp_path):
     assert param == 'metrics_dir'
     assert 'python3-prometheus-client' in msg and 'artifact is kept' in msg
     assert os.listdir(tmp_path) == []
+
+
+def test_job_metrics_files_pass_promtool(tmp_path):
+    """node_exporter drops a whole textfile it cannot parse, so every file a job writes must
+    pass promtool: a first success, a failure after it, and a failure with no success ever."""
+    metrics.write_job_metrics('pg_snapshot', 'app', True, 1.5, size=123, textfile_dir=str(tmp_path))
+    metrics.write_job_metrics('pg_snapshot', 'app', False, 2, textfile_dir=str(tmp_path))
+    metrics.write_job_metrics('redis_rdb', 'a"b\\c', False, 0.1, textfile_dir=str(tmp_path))
+    files = sorted(tmp_path.glob('*.prom'))
+    assert len(files) == 2
+    for path in files:
+        proc = subprocess.run(['promtool', 'check', 'metrics'], stdin=path.open(),
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, '%s: %s%s' % (path.name, proc.stdout, proc.stderr)
