@@ -15,7 +15,7 @@ XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --dist loadfile)
 
 help:
 	@echo "make demo   - install what is missing, then run playbooks/backup.yml on the local inventory"
-	@echo "make test   - install what is missing, then unit + integration + sanity + lint + molecule"
+	@echo "make test   - install what is missing, then molecule (in the background) + unit + integration + sanity + lint"
 	@echo "make unit | integration | faults | sanity | lint | molecule - one part of 'make test'"
 	@echo "make changelog - lint changelogs/fragments and regenerate CHANGELOG.md from changelogs/"
 
@@ -70,11 +70,7 @@ molecule: deps venv
 	scripts/molecule.sh test -s env_backup
 
 test: deps venv
-	$(PY) -m pytest -q $(XDIST) tests/unit tests/integration tests/faults $(PYTEST_ARGS)
-	$(MAKE) integration-targets
-	scripts/sanity.sh
-	$(MAKE) lint
-	$(MAKE) molecule
+	PYTEST_XDIST='$(XDIST)' PYTEST_ARGS='$(PYTEST_ARGS)' scripts/test.sh
 
 clean:
 	rm -rf $(VENV) tests/output .pytest_cache
