@@ -20,7 +20,8 @@ from ansible_collections.codeb.backup.plugins.module_utils.postgres import pgbac
 from ansible_collections.codeb.backup.plugins.module_utils.postgres import pitr
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError, LockTimeout
 from helpers.ansible_runner import ROOT, run_module
-from helpers.servers import PostgresCluster, free_port
+from helpers.pgbackrest import archiving_cluster as archiving_cluster_in
+from helpers.servers import free_port
 
 STANZA = 'itest'
 
@@ -28,33 +29,13 @@ STANZA = 'itest'
 @pytest.fixture(scope='module')
 def archiving_cluster():
     base = tempfile.mkdtemp(prefix='codeb-test-pgbr-')
-    pw = pwd.getpwnam('postgres')
-    config = os.path.join(base, 'pgbackrest.conf')
-    dirs = {name: os.path.join(base, name) for name in ('repo', 'log', 'lock', 'spool')}
-    cluster = PostgresCluster(base, extra_conf={
-        'wal_level': 'replica', 'archive_mode': 'on', 'archive_timeout': '60',
-        'archive_command': "'pgbackrest --config=%s --stanza=%s archive-push %%p'" % (config, STANZA),
-    })
-    for path in dirs.values():
-        os.makedirs(path)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-    with open(config, 'w') as handle:
-        handle.write('[global]\nrepo1-path=%(repo)s\nlog-path=%(log)s\nlock-path=%(lock)s\n'
-                     'spool-path=%(spool)s\narchive-async=y\ncompress-type=zst\nstart-fast=y\n'
-                     'log-level-console=warn\n' % dirs)
-        handle.write('[%s]\npg1-path=%s\npg1-port=%d\npg1-socket-path=%s\n'
-                     % (STANZA, cluster.data, cluster.port, cluster.socket_dir))
-    os.chown(config, pw.pw_uid, pw.pw_gid)
-    cluster.start()
+    cluster = archiving_cluster_in(base, STANZA)
     # the stanza is made the way the role makes it: pg_pitr state=stanza
-    stanza_args = dict(state='stanza', stanza=STANZA, repo_user='postgres', config=config)
+    stanza_args = dict(state='stanza', stanza=STANZA, repo_user='postgres', config=cluster.config)
     cluster.stanza_runs = [run_module('codeb.backup.pg_pitr', stanza_args, check=True),
                            run_module('codeb.backup.pg_pitr', stanza_args),
                            run_module('codeb.backup.pg_pitr', stanza_args),
                            run_module('codeb.backup.pg_pitr', stanza_args, check=True)]
-    cluster.config = config
-    cluster.metrics_dir = os.path.join(base, 'metrics')
-    cluster.lock_dir = dirs['lock']
     yield cluster
     cluster.stop()
     scratch = os.path.join(base, 'scratch')

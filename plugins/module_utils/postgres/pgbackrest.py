@@ -48,7 +48,7 @@ BACKUP_LOCK_TIMEOUT = 1800.0
 RESTORE_LOCK_TIMEOUT = 60.0
 # ``pgbackrest info`` status codes of a stanza that stanza-create makes: 1 missing stanza
 # path, 3 missing stanza data. 0 is ok and 2 is "no valid backup" (usable, empty).
-_ABSENT_CODES = (1, 3)
+ABSENT_CODES = (1, 3)
 _USABLE_CODES = (0, 2)
 
 OPTIONS = (
@@ -272,7 +272,7 @@ def _stanza_entry(stanza, repo_user, config):
     if setup_problem(repo_user, 'repo_user', config) is not None:
         return None
     for entry in all_info(run_as=repo_user, config=config):
-        if entry.get('name') == stanza and _status_code(entry) not in _ABSENT_CODES:
+        if entry.get('name') == stanza and _status_code(entry) not in ABSENT_CODES:
             return entry
     return None
 
