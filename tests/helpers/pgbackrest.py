@@ -35,4 +35,3 @@ def archiving_cluster(base, stanza, extra_conf=None):
     cluster.lock_dir = dirs['lock']
     cluster.repo = dirs['repo']
     return cluster
-

@@ -31,12 +31,15 @@ def _get(samples, name, **labels):
     return _by_key(samples)[(name, tuple(sorted(labels.items())))]
 
 
+def stop(backup):
+    return backup['timestamp']['stop']
+
+
 def test_backup_types_follow_the_exporters_since_last_completion_meaning():
     entry = _info()
     full, incr1, diff, incr2 = entry['backup']
     assert [b['type'] for b in entry['backup']] == ['full', 'incr', 'diff', 'incr']
     samples = pgbackrest_facts.stanza_samples(entry, repo_size=1234)
-    stop = lambda b: b['timestamp']['stop']  # noqa: E731
     # full: the newest full; diff: newest full or diff; incr: newest of any type
     assert _get(samples, 'pgbackrest_last_backup_timestamp_seconds', stanza='main',
                 backup_type='full') == stop(full)
