@@ -50,7 +50,7 @@ from ansible_collections.codeb.backup.plugins.module_utils import metrics  # noq
 from ansible_collections.codeb.backup.plugins.module_utils.postgres import pgbackrest as pb  # noqa: E402
 from helpers.monitoring import render_rules, role_defaults  # noqa: E402
 from helpers.pgbackrest import archiving_cluster  # noqa: E402
-from helpers.servers import RedisServer, free_port, wait_for  # noqa: E402
+from helpers.servers import RedisServer, free_port, stop_process, wait_for  # noqa: E402
 
 STANZA = 'bench'
 ALERTS = ('WALArchiveFailing', 'RedisAOFDisabled', 'BackupLastRunFailed', 'BackupFailed')
@@ -78,13 +78,7 @@ class Daemon(object):
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(log, 'ab'))
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def ready(url):

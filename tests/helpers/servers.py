@@ -30,6 +30,19 @@ def wait_for(predicate, timeout, what):
     raise RuntimeError('timed out after %s s waiting for %s' % (timeout, what))
 
 
+def stop_process(proc, sig=signal.SIGTERM, grace=30):
+    """Stop a process this run started, by its PID: ``sig``, then SIGKILL after ``grace``
+    seconds. Nothing happens if ``proc`` is None or has already exited."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class PostgresCluster(object):
     """initdb into ``base``/data, listen on 127.0.0.1:<random> and a socket in ``base``."""
 
@@ -82,14 +95,7 @@ class PostgresCluster(object):
             capture_output=True, check=False).returncode == 0, 30, 'PostgreSQL')
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            # SIGINT = fast shutdown.
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGINT)  # SIGINT = fast shutdown
         self.proc = None
 
     @property
@@ -170,11 +176,5 @@ class RedisServer(object):
             return False
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
