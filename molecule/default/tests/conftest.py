@@ -6,8 +6,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import testinfra
@@ -75,18 +77,24 @@ def run_playbook(name, extra_vars):
     """Run playbooks/<name> (or the playbook at an absolute path) against molecule's
     containers; return (rc, parsed json output, stderr)."""
     bindir = os.path.dirname(sys.executable)
+    # SSH connection sharing within this run only: every task opening its own session made
+    # setup-backup.yml take 11-12 min here instead of 5. A master from converge or an earlier
+    # run is never reused (its container may have been restarted since by the outage test):
+    # each run gets a fresh ControlPath directory, and its masters exit 30 s after it ends.
+    control_dir = tempfile.mkdtemp(prefix='codeb-ssh-')
     env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_STDOUT_CALLBACK='ansible.posix.json',
                ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.collections'),
                ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
                PATH=bindir + os.pathsep + os.environ.get('PATH', ''),
-               # No SSH connection sharing: a master kept open by converge would be dead after
-               # the outage test restarts the backup container, and the next playbook's
-               # session over it would fail as unreachable.
-               ANSIBLE_SSH_ARGS='-o ControlMaster=no -o UserKnownHostsFile=/dev/null '
-                                '-o StrictHostKeyChecking=no')
-    proc = subprocess.run([os.path.join(bindir, 'ansible-playbook'), '-i', inventory(),
-                           os.path.join(ROOT, 'playbooks', name), '-e', json.dumps(extra_vars)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+               ANSIBLE_SSH_CONTROL_PATH_DIR=control_dir,
+               ANSIBLE_SSH_ARGS='-o ControlMaster=auto -o ControlPersist=30s '
+                                '-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no')
+    try:
+        proc = subprocess.run([os.path.join(bindir, 'ansible-playbook'), '-i', inventory(),
+                               os.path.join(ROOT, 'playbooks', name), '-e', json.dumps(extra_vars)],
+                              capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    finally:
+        shutil.rmtree(control_dir, ignore_errors=True)
     out = proc.stdout
     parsed = json.loads(out[out.index('{'):]) if '{' in out else {}
     return proc.returncode, parsed, proc.stderr
