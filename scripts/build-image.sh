@@ -16,6 +16,7 @@ packages=(
   openssh-server openssh-client sudo cron procps iproute2 less rsync zstd
   postgresql-15 postgresql-client-15 pgbackrest redis-server redis-tools nginx-light
   prometheus prometheus-node-exporter prometheus-alertmanager
+  python3-fastapi python3-uvicorn curl
 )
 # The tag changes whenever this script changes, so an old image is never reused for a new
 # package list or build recipe.
