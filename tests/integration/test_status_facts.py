@@ -67,7 +67,7 @@ def _write_stores_and_metrics(base, pg_cluster):
     paths = dict(pg=os.path.join(base, 'db-backup', 'postgresql'),
                  redis=os.path.join(base, 'db-backup', 'redis'),
                  env=os.path.join(base, 'env-backup'),
-                 hosts={h: os.path.join(base, 'textfiles', h.split(':')[0])
+                 hosts={h: os.path.join(base, 'textfiles', h.split(':', maxsplit=1)[0])
                         for h in (BACKUP_HOST, DB_HOST, STANDBY_HOST)})
     db_metrics, bk_metrics = paths['hosts'][DB_HOST], paths['hosts'][BACKUP_HOST]
     for host_dir in paths['hosts'].values():

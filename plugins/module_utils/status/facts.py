@@ -20,6 +20,7 @@ thread-safe (the API calls it from a thread pool).
 from __future__ import annotations
 
 import copy
+import math
 import re
 import threading
 import time
@@ -62,8 +63,8 @@ SIZE_UNITS = ('B', 'KB', 'MB', 'GB', 'TB')
 def human_size(size):
     """Bytes in the design's units (1 KB = 1024 B): ``"128MB"``, ``"1.5GB"``, ``"512B"``; a
     whole number without decimals, otherwise one decimal. None for an unknown size."""
-    if not isinstance(size, (int, float)) or isinstance(size, bool) or size < 0 \
-            or size != size:  # NaN
+    if not isinstance(size, (int, float)) or isinstance(size, bool) or not math.isfinite(size) \
+            or size < 0:
         return None
     unit = 0
     value = float(size)
@@ -158,7 +159,7 @@ class StatusFacts(object):
         jobs = self.job_outcomes(wanted, at)
         successes = [jobs.get(('pg_snapshot', d), {}).get('success') for d in databases]
         oldest = min(successes) if successes and None not in successes else None
-        lag = self._value(REPLICATION_LAG_QUERY, at)
+        lag = _count(self._value(REPLICATION_LAG_QUERY, at))
         redis = dict(aofEnabled=None, lastRdbSave=None, aofSize=None)
         if instance is not None:
             aof = self._value(AOF_ENABLED_QUERY % quote(instance), at)
@@ -171,7 +172,7 @@ class StatusFacts(object):
         return dict(
             postgresql=dict(lastSnapshot=listing.epoch_time(oldest),
                             walArchived=_count(self._value(WAL_ARCHIVED_QUERY, at)),
-                            replicationLag=None if lag is None else '%d bytes' % lag),
+                            replicationLag=None if lag is None else '%s bytes' % lag),
             redis=redis,
             env=dict(lastBackup=listing.epoch_time(max(env_successes) if env_successes else None),
                      versions=len(listing.env_versions(self.config['env_root'], env_project))))

@@ -183,11 +183,11 @@ def test_concurrent_callers_get_whole_equal_answers(tmp_path):
 
     def call():
         try:
-            for _ in range(20):
+            for _round in range(20):
                 answers.append(status.backup_list(PROJECT))
         except Exception as exc:  # collected: the assertion below names it
             errors.append(exc)
-    threads = [threading.Thread(target=call) for _ in range(8)]
+    threads = [threading.Thread(target=call) for _thread in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -252,8 +252,8 @@ def test_one_jobs_metrics_over_several_hosts():
             return samples
     status = facts.StatusFacts(dict(prometheus_url='http://127.0.0.1:9'), client=Answer())
     outcomes = status.job_outcomes({'pg_snapshot': ['worb']}, 1)
-    assert outcomes == {('pg_snapshot', 'worb'): dict(success=100.0, size=10.0, attempt=200.0,
-                                                       status=0.0, duration=3.5)}
+    expected = dict(success=100.0, size=10.0, attempt=200.0, status=0.0, duration=3.5)
+    assert outcomes == {('pg_snapshot', 'worb'): expected}
 
 
 def test_the_worst_drill_is_a_failure_then_the_oldest_success():
