@@ -48,7 +48,9 @@ JOB_FIELDS = {
 DRILL_KINDS = (('pgbackrest', 'drill_pgbackrest'), ('pg_snapshot', 'drill_pg_snapshot'),
                ('redis', 'drill_redis'), ('env', 'drill_env'))
 # WAL archiving and replication: the primary is the cluster that is not in recovery (a
-# standby archiving with archive_mode=always, or cascading, must not be counted)
+# standby archiving with archive_mode=always, or cascading, must not be counted). The
+# collector does not map clusters to projects: one primary serves them all (the largest
+# value wins where there are several).
 WAL_ARCHIVED_QUERY = ('max(%(p)spg_archiver_archived_total and on(instance, cluster) '
                       '%(p)spg_in_recovery == 0)' % dict(p=PREFIX))
 REPLICATION_LAG_QUERY = ('max(%(p)spg_replication_lag_bytes and on(instance, cluster, '
