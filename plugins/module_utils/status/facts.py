@@ -120,7 +120,8 @@ class StatusFacts(object):
         self.cache_seconds = cache_seconds
         self.clock = clock
         self.monotonic = monotonic
-        self._cache = {}
+        self._cache = {}  # (tool, project) -> (monotonic time asked, answer)
+        self._computing = {}  # (tool, project) -> the lock of whoever computes it
         self._lock = threading.Lock()
 
     # ---- the tools ----
@@ -134,20 +135,34 @@ class StatusFacts(object):
     # ---- cache ----
 
     def _cached(self, tool, project, compute):
-        """``compute(project)``, or its answer of less than ``cache_seconds`` ago. A failure
-        is never cached: the next request asks again."""
+        """``compute(project)``, or its answer of less than ``cache_seconds`` ago. One caller
+        at a time computes a missing answer and the others wait for it, so a burst of
+        requests at expiry asks Prometheus once. A failure is never cached: the next
+        request asks again."""
+        if not self.cache_seconds:
+            return compute(project)
         key = (tool, project.get('name') if isinstance(project, dict) else None)
-        if self.cache_seconds:
+        with self._lock:
+            answer = self._fresh(key)
+            if answer is not None:
+                return copy.deepcopy(answer)
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:
             with self._lock:
-                hit = self._cache.get(key)
-                if hit is not None and self.monotonic() - hit[0] < self.cache_seconds:
-                    return copy.deepcopy(hit[1])
-        started = self.monotonic()
-        answer = compute(project)
-        if self.cache_seconds:
-            with self._lock:
-                self._cache[key] = (started, answer)
+                answer = self._fresh(key)
+            if answer is None:
+                started = self.monotonic()
+                answer = compute(project)
+                with self._lock:
+                    self._cache[key] = (started, answer)
         return copy.deepcopy(answer)
+
+    def _fresh(self, key):
+        """The cached answer of ``key`` if it is fresh (call holding ``_lock``)."""
+        now, hit = self.monotonic(), self._cache.get(key)
+        if hit is not None and now - hit[0] < self.cache_seconds:
+            return hit[1]
+        return None
 
     # ---- answers ----
 

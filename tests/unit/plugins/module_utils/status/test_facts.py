@@ -377,3 +377,40 @@ def test_bad_client_settings_name_their_key(url, timeout, param):
     with pytest.raises(BackupError) as caught:
         prometheus.PrometheusClient(url, timeout)
     assert caught.value.param == param
+
+
+def test_a_burst_at_expiry_asks_prometheus_once(tmp_path):
+    """While one caller computes an answer, a second caller of the same (tool, project)
+    waits for it instead of asking again."""
+    entered, release, second_looked = threading.Event(), threading.Event(), threading.Event()
+
+    class SlowClient(CountingClient):
+        def query(self, expr, at=None):
+            entered.set()
+            assert release.wait(60), 'the test never released the first caller'
+            return super().query(expr, at)
+
+    def monotonic():
+        if threading.current_thread().name == 'second':
+            second_looked.set()
+        return 1000.0
+    client = SlowClient()
+    status = facts.StatusFacts(_config(tmp_path), client=client, monotonic=monotonic)
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(status.backup_status(PROJECT)),
+                             name='first')
+    second = threading.Thread(target=lambda: answers.append(status.backup_status(PROJECT)),
+                              name='second')
+    first.start()
+    assert entered.wait(60)
+    second.start()
+    assert second_looked.wait(60)  # it found no answer in the cache
+    release.set()
+    first.join()
+    second.join()
+    asked_once = len(client.queries)
+    assert len(answers) == 2 and answers[0] == answers[1]
+    status.cache_seconds = 0
+    client.queries.clear()
+    status.backup_status(PROJECT)
+    assert asked_once == len(client.queries)  # one computation's queries, not two
