@@ -363,3 +363,33 @@ def test_metrics_file_names_follow_the_job_convention(stores):
     run_drills(_params(stores, kinds=['env']))
     path = metrics.metrics_path(stores['metrics'], 'drill_env', 'worb/production')
     assert os.path.exists(path)
+
+
+def test_row_count_differing_from_the_manifest_fails_naming_the_snapshot(stores):
+    """The check only a restore can make: the archive is whole (sha256 and pg_restore
+    --list pass) but restores other row counts than the snapshot recorded."""
+    name = _newest(stores['pg'], lambda e: e.get('database') == 'drill_ledger')
+    with Manifest(stores['pg']).update() as entries:
+        entries[name]['tables']['public.items'] += 1
+    result = run_drills(_params(stores, kinds=['pg_snapshot']))
+    targets = dict((t['target'], t) for t in result['kinds']['pg_snapshot']['targets'])
+    assert targets['drill_shop']['ok'] is True
+    failed = targets['drill_ledger']
+    assert failed['ok'] is False and name in failed['error'], failed
+    assert 'does not match its manifest' in failed['error'], failed
+    assert 'public.items' in failed['error'], failed
+
+
+def test_redis_key_count_and_sentinel_are_checked(stores):
+    name = _newest(stores['redis'], lambda e: e.get('kind') == 'aof')
+    with Manifest(stores['redis']).update() as entries:
+        entries[name]['keys'] += 5
+    result = run_drills(_params(stores, kinds=['redis'], redis_sentinel_key='never-written'))
+    target = result['kinds']['redis']['targets'][0]
+    assert target['ok'] is False, target
+    problems = dict((f['artifact'], f['error']) for f in target['failed_checks'])
+    rdb = _newest(stores['redis'], lambda e: e.get('kind') == 'rdb')
+    assert sorted(problems) == sorted([name, rdb]), problems
+    assert 'manifest expects 206' in problems[name], problems
+    assert "sentinel key 'never-written'" in problems[rdb], problems
+    assert _status(stores)[('drill_redis', INSTANCE)]['codeb_backup_drill_checks_failed'] == 2

@@ -25,9 +25,8 @@ def register_cli(subparsers):
 
 def _cli_drill(args):
     result = run_drills(params_from_args(args, OPTIONS))
-    if result['failed']:
-        details = dict(result)
-        msg = details.pop('msg')
-        details.pop('failed')
-        raise BackupError(msg, **details)
+    if result['failed']:  # exit 1, and the JSON still holds every kind's result
+        error = BackupError(result['msg'])
+        error.details.update((k, v) for k, v in result.items() if k not in ('msg', 'failed'))
+        raise error
     return result

@@ -172,4 +172,3 @@ def _drill_one(p, scratch, conn, entry):
                   what='dropping the scratch database')
         result['seconds'] = round(time.monotonic() - began, 3)
     return result
-
