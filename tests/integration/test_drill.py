@@ -154,10 +154,10 @@ def _scratch_processes(scratch):
 
 
 def _scratch_left(scratch):
-    """Everything below the scratch path except the locks and the empty kind dirs."""
+    """Everything below the scratch path except the lock files and the empty kind dirs."""
     left = []
     for base, dirs, files in os.walk(scratch):
-        left += [os.path.join(base, f) for f in files if not f.endswith('.lock')]
+        left += [os.path.join(base, f) for f in files if '.lock' not in f]
         if base != scratch:
             left += [os.path.join(base, d) for d in dirs]
     return left
@@ -323,6 +323,8 @@ def test_leftover_scratch_server_of_a_killed_run_is_stopped(production, stores):
     (dict(redis_instance='a/b'), 'redis_instance'),
     (dict(scratch_path='relative/dir'), 'scratch_path'),
     (dict(scratch_reserve_mb=-1), 'scratch_reserve_mb'),
+    (dict(kinds=['pgbackrest']), 'pgbackrest_stanza'),
+    (dict(kinds=['pgbackrest'], pgbackrest_stanza='../x'), 'pgbackrest_stanza'),
 ])
 def test_bad_input_names_the_parameter_and_changes_nothing(stores, extra, param):
     run = run_cli(_argv(stores) + [arg for key, value in extra.items() for item in

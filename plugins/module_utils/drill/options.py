@@ -13,12 +13,16 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupE
 from ansible_collections.codeb.backup.plugins.module_utils.env import store as env_store
 from ansible_collections.codeb.backup.plugins.module_utils.locking import lock_timeout_option
 from ansible_collections.codeb.backup.plugins.module_utils.postgres import options as pg_options
-from ansible_collections.codeb.backup.plugins.module_utils.postgres.connection import DEFAULT_PG_BIN_DIR
+from ansible_collections.codeb.backup.plugins.module_utils.postgres import pgbackrest as pb
+from ansible_collections.codeb.backup.plugins.module_utils.postgres.connection import (
+    CONNECTION_OPTIONS, DEFAULT_PG_BIN_DIR, PASSWORD_ENV, PASSWORD_FILE_OPTION, check_connection,
+    read_password_file)
 from ansible_collections.codeb.backup.plugins.module_utils.redis import options as redis_options
-from ansible_collections.codeb.backup.plugins.module_utils.spec import Option
+from ansible_collections.codeb.backup.plugins.module_utils.spec import Option, prefixed
 
-# The drills built so far, in the order they run; the metrics kind is 'drill_' + kind.
-KINDS = ('pg_snapshot', 'redis', 'env')
+# The drills, in the order they run; the metrics kind is 'drill_' + kind. pgbackrest runs
+# by default only when a stanza is given.
+KINDS = ('pgbackrest', 'pg_snapshot', 'redis', 'env')
 METRIC_KIND = dict((kind, 'drill_' + kind) for kind in KINDS)
 DEFAULT_SCRATCH_PATH = '/opt/codeb/drill-scratch'
 # Data directories of the packaged servers: a scratch path there (or below) is refused
@@ -28,9 +32,24 @@ DEFAULT_RESERVE_MB = 256
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_LOCK_TIMEOUT = 60.0
 
+# The primary the pgbackrest drill writes its marker rows on: the connection options of
+# every PostgreSQL job, under a prefix (the scratch cluster is reached by its own socket).
+PRIMARY_NAMES, PRIMARY_CONNECTION = prefixed(
+    'pgbackrest_primary_', CONNECTION_OPTIONS + (PASSWORD_FILE_OPTION,),
+    renames=dict(pg_bin_dir='bin_dir'))
+PGBACKREST_OPTIONS = (
+    Option('pgbackrest_stanza', help='stanza whose latest backup the pgbackrest drill restores'),
+    pb.option('repo_user').replace(name='pgbackrest_repo_user', aliases=(), flag_aliases=()),
+    pb.option('config').replace(name='pgbackrest_config', aliases=(), flag_aliases=()),
+    Option('pgbackrest_marker_db', default='postgres',
+           help='database on the primary that holds the drill\'s marker table '
+                'codeb_drill.marker'),
+) + PRIMARY_CONNECTION
+
 OPTIONS = (
-    Option('kinds', type='list', elements='str', default=list(KINDS),
-           help='drills to run: %s (repeat the flag, or a comma list)' % ', '.join(KINDS)),
+    Option('kinds', type='list', elements='str',
+           help='drills to run: %s (repeat the flag, or a comma list; default all, '
+                'pgbackrest only with --pgbackrest-stanza)' % ', '.join(KINDS)),
     Option('scratch_path', type='path', default=DEFAULT_SCRATCH_PATH,
            help='directory of the drills\' scratch servers and copies, never a production '
                 'data directory'),
@@ -69,7 +88,7 @@ OPTIONS = (
            help='seconds a scratch server may take to start or load'),
     lock_timeout_option(DEFAULT_LOCK_TIMEOUT, 'the same drill kind'),
     metrics.METRICS_DIR_OPTION,
-)
+) + PGBACKREST_OPTIONS
 
 
 def _absolute(params, name):
@@ -96,7 +115,8 @@ def check_options(params):
     """Validate every option; return a normalised copy. Runs before any drill starts."""
     p = dict((option.name, option.default) for option in OPTIONS)
     p.update(dict((k, v) for k, v in params.items() if v is not None))
-    kinds = _flat(p['kinds'])
+    kinds = _flat(p['kinds']) or [kind for kind in KINDS
+                                  if kind != 'pgbackrest' or p.get('pgbackrest_stanza')]
     unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown or not kinds:
         raise BackupError('kinds must be one or more of %s; got %r'
@@ -120,6 +140,8 @@ def check_options(params):
         targets.append((naming.validate_name('env_targets', project),
                         naming.validate_name('env_targets', environment)))
     p['env_targets'] = targets or None
+    if 'pgbackrest' in p['kinds']:
+        _check_pgbackrest(p)
     for name, low in (('scratch_reserve_mb', 0), ('pg_scratch_port', 1)):
         value = p[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < low \
@@ -135,3 +157,21 @@ def check_options(params):
     if p.get('redis_sentinel_key') is not None and not isinstance(p['redis_sentinel_key'], str):
         raise BackupError('redis_sentinel_key must be a string', param='redis_sentinel_key')
     return p
+
+
+def _check_pgbackrest(p):
+    if not p.get('pgbackrest_stanza'):
+        raise BackupError('the pgbackrest drill needs pgbackrest_stanza', param='pgbackrest_stanza')
+    naming.validate_name('pgbackrest_stanza', p['pgbackrest_stanza'])
+    naming.validate_name('pgbackrest_marker_db', p['pgbackrest_marker_db'])
+    naming.validate_name('pgbackrest_repo_user', p['pgbackrest_repo_user'])
+    primary = dict((original, p.get(name)) for name, original in PRIMARY_NAMES.items())
+    path = primary.pop(PASSWORD_FILE_OPTION.name)
+    if path:
+        primary['login_password'] = read_password_file(path, 'pgbackrest_primary_password_file')
+    elif not primary.get('login_password'):
+        primary['login_password'] = os.environ.get(PASSWORD_ENV) or None
+    try:
+        p['primary_connection'] = check_connection(primary)
+    except BackupError as exc:
+        raise BackupError(exc.msg, param='pgbackrest_primary_' + str(exc.param).replace('login_', ''))

@@ -13,13 +13,13 @@ import time
 from ansible_collections.codeb.backup.plugins.module_utils.errors import (
     ArtifactError, BackupError, as_backup_error)
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
-from ansible_collections.codeb.backup.plugins.module_utils.drill import env, pg_snapshot, redis
+from ansible_collections.codeb.backup.plugins.module_utils.drill import env, pg_snapshot, pgbackrest, redis
 from ansible_collections.codeb.backup.plugins.module_utils.drill.options import (
     METRIC_KIND, check_options)
 from ansible_collections.codeb.backup.plugins.module_utils.drill.scratch import (
     Scratch, check_scratch_path)
 
-DRILLS = dict(pg_snapshot=pg_snapshot, redis=redis, env=env)
+DRILLS = dict(pgbackrest=pgbackrest, pg_snapshot=pg_snapshot, redis=redis, env=env)
 
 
 def run_drills(params):

@@ -89,6 +89,23 @@ def check_free_space(path, need_bytes, reserve_mb, what):
     return free
 
 
+def _stop_cluster_in(path):
+    """Stop a PostgreSQL cluster running from ``path`` or ``path/data`` that its own
+    ``postmaster.pid`` names (pg_ctl starts one the record cannot know the pid of in
+    advance): only a postgres whose command line names that data directory."""
+    stopped = []
+    for data in (path, os.path.join(path, 'data')):
+        try:
+            with open(os.path.join(data, 'postmaster.pid')) as handle:
+                pid = int(handle.readline().strip())
+        except (OSError, ValueError):
+            continue
+        if pid > 1 and stop_recorded_process(pid, proc_start_time(pid), 'postgres', data, 30,
+                                             first_signal=signal.SIGQUIT):
+            stopped.append(pid)
+    return stopped
+
+
 class Scratch(object):
     """The scratch space of one drill kind: ``{scratch_path}/<kind>/``."""
 
@@ -172,6 +189,7 @@ class Scratch(object):
                 done['stopped'].append(entry['pid'])
         for path in record.get('dirs') or []:
             if self._ours(path) and os.path.lexists(path):
+                done['stopped'] += _stop_cluster_in(path)
                 shutil.rmtree(path)
                 done['removed'].append(path)
         if os.path.isdir(self.root):
