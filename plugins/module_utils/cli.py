@@ -25,6 +25,7 @@ SUBSYSTEMS = (
     'env.cli',
     'redis.cli',
     'bluegreen.cli',
+    'drill.cli',
     'monitor.cli',
     'ship',  # last: its help lists the channels the others registered
 )

@@ -38,6 +38,7 @@ class Job(object):
         self.check_mode = check_mode
         self.what = what or '%s of %s' % (kind, target)
         self.size = None
+        self.gauges = {}  # extra gauges (metrics.EXTRA_GAUGES), written whatever the outcome
         self.started = time.monotonic()
         self._record_outcome = True
 
@@ -91,7 +92,7 @@ class Job(object):
         try:
             metrics.write_job_metrics(self.kind, self.target, ok, self.duration(),
                                       size=self.size if ok else None,
-                                      textfile_dir=self.metrics_dir)
+                                      textfile_dir=self.metrics_dir, gauges=self.gauges)
         except Exception as exc:  # never let reporting hide the job's own outcome
             return str(as_backup_error(exc, 'writing metrics to %s' % self.metrics_dir))
         return None

@@ -44,7 +44,14 @@ HELP = {
     'last_status': '1 if the last run succeeded, 0 if it failed.',
     'last_duration_seconds': 'Duration of the last run in seconds.',
     'last_size_bytes': 'Size in bytes of the artifact the last successful run wrote.',
+    # restore drills (drill/): what the drill's checks found, written by every drill run
+    'drill_checks_failed': 'Number of checks the last restore drill found failing.',
+    'drill_recovery_point_lag_seconds': 'Age in seconds of the newest point the last restore '
+                                        'drill recovered (its recovery point objective).',
 }
+# Gauges a job may add to its outcome (Job.gauges): written on success and on failure,
+# because they describe what the run found.
+EXTRA_GAUGES = ('drill_checks_failed', 'drill_recovery_point_lag_seconds')
 
 # The option of every job that writes metrics, in every subsystem.
 METRICS_DIR_OPTION = Option('metrics_dir', type='path', default=DEFAULT_TEXTFILE_DIR,
@@ -112,8 +119,9 @@ def read_success_time(path):
 
 
 def write_job_metrics(kind, target, ok, duration, size=None, textfile_dir=DEFAULT_TEXTFILE_DIR,
-                      now=None):
-    """Write the outcome of one job run; return the file written (None if disabled)."""
+                      now=None, gauges=None):
+    """Write the outcome of one job run; return the file written (None if disabled).
+    ``gauges``: extra values by name (``EXTRA_GAUGES``) the job measured."""
     if not textfile_dir:
         return None
     require_prometheus_client()
@@ -132,6 +140,11 @@ def write_job_metrics(kind, target, ok, duration, size=None, textfile_dir=DEFAUL
             values['last_size_bytes'] = int(size)
     elif previous_success is not None:
         values[SUCCESS] = previous_success
+    for name, value in (gauges or {}).items():
+        if name not in EXTRA_GAUGES:
+            raise ValueError('unknown job gauge %r' % name)
+        if value is not None:
+            values[name] = float(value)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Outcome(kind, target, values))
     # prometheus_client.write_to_textfile renames a temporary file into place but never

@@ -79,6 +79,20 @@ class Option(object):
         return ['--' + name.replace('_', '-') for name in names]
 
 
+def prefixed(prefix, options, renames=None):
+    """``({new name: original name}, options under their new names)``: the same options
+    for a second server of one command (``--postgres-port`` beside ``--redis-port``). The
+    new names lose ``login_`` (or take ``renames``) and have no aliases, so a flag of one
+    server never shadows another's."""
+    renames = renames or {}
+    names, result = {}, []
+    for option in options:
+        name = prefix + renames.get(option.name, option.name.replace('login_', ''))
+        names[name] = option.name
+        result.append(option.replace(name=name, aliases=(), flag_aliases=()))
+    return names, tuple(result)
+
+
 def argument_spec(options):
     """The ``argument_spec`` dict of ``options`` (an iterable of :class:`Option`)."""
     spec = {}

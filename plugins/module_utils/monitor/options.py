@@ -16,27 +16,15 @@ from ansible_collections.codeb.backup.plugins.module_utils import metrics
 from ansible_collections.codeb.backup.plugins.module_utils.postgres import connection as pg_connection
 from ansible_collections.codeb.backup.plugins.module_utils.postgres import pgbackrest as pb
 from ansible_collections.codeb.backup.plugins.module_utils.redis import options as redis_options
-from ansible_collections.codeb.backup.plugins.module_utils.spec import Option
+from ansible_collections.codeb.backup.plugins.module_utils.spec import Option, prefixed
 
 from ansible_collections.codeb.backup.plugins.module_utils.monitor.postgres_facts import DEFAULT_CLUSTER
 
 
-def _prefixed(prefix, options, renames=None):
-    """``{new name: original name}`` and the options under their new names (no aliases:
-    a flag of one subsystem must not shadow the other's)."""
-    renames = renames or {}
-    names, result = {}, []
-    for option in options:
-        name = prefix + renames.get(option.name, option.name.replace('login_', ''))
-        names[name] = option.name
-        result.append(option.replace(name=name, aliases=(), flag_aliases=()))
-    return names, tuple(result)
-
-
-PG_NAMES, PG_CONNECTION = _prefixed(
+PG_NAMES, PG_CONNECTION = prefixed(
     'postgres_', pg_connection.CONNECTION_OPTIONS + (pg_connection.PASSWORD_FILE_OPTION,),
     renames=dict(pg_bin_dir='bin_dir'))
-REDIS_NAMES, REDIS_CONNECTION = _prefixed(
+REDIS_NAMES, REDIS_CONNECTION = prefixed(
     'redis_', redis_options.CONNECTION_OPTIONS + (Option(
         'login_password_file', type='path',
         help='file (0600) holding the password; else $REDISCLI_AUTH is used'),))

@@ -119,8 +119,11 @@ def _connection(port, socket, run_as, pg_bin, login_user):
 
 
 def psql(sql, port=5432, socket=DEFAULT_SOCKET, run_as=DEFAULT_OS_USER,
-         pg_bin=DEFAULT_PG_BIN_DIR, database='postgres', timeout=60, login_user='postgres'):
-    conn = _connection(port, socket, run_as, pg_bin, login_user)
+         pg_bin=DEFAULT_PG_BIN_DIR, database='postgres', timeout=60, login_user='postgres',
+         connection=None):
+    """``connection`` (a ``Connection``, e.g. to a remote primary with a password) replaces
+    the local socket settings."""
+    conn = connection or _connection(port, socket, run_as, pg_bin, login_user)
     return conn.psql(sql, database, timeout=timeout).strip()
 
 
@@ -130,14 +133,15 @@ def pg_is_running(port=5432, socket=DEFAULT_SOCKET, pg_bin=DEFAULT_PG_BIN_DIR):
 
 
 def flush_archive(port=5432, socket=DEFAULT_SOCKET, run_as=DEFAULT_OS_USER,
-                  pg_bin=DEFAULT_PG_BIN_DIR, timeout=120, login_user='postgres'):
+                  pg_bin=DEFAULT_PG_BIN_DIR, timeout=120, login_user='postgres', connection=None):
     """Make everything committed so far reachable by PITR.
 
     Commits a marker transaction (so a time target before now always finds a commit after
     it to stop at), switches the WAL segment and waits until PostgreSQL reports it
     archived. Returns the marker's commit time: the end of the recovery window.
     """
-    kwargs = dict(port=port, socket=socket, run_as=run_as, pg_bin=pg_bin, login_user=login_user)
+    kwargs = dict(port=port, socket=socket, run_as=run_as, pg_bin=pg_bin, login_user=login_user,
+                  connection=connection)
     marker = psql('SELECT txid_current(); SELECT clock_timestamp()', **kwargs).splitlines()[-1]
     segment = psql('SELECT pg_walfile_name(pg_switch_wal())', **kwargs)
     deadline = time.monotonic() + timeout

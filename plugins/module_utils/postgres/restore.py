@@ -109,13 +109,13 @@ def _restore_locked(conn, p, entry, path, method, exists):
     swapped = cleaned = False
     try:
         step = time.monotonic()
-        _restore_into(conn, p, path, method, temp_db)
+        restore_into(conn, p, path, method, temp_db)
         timings['pg_restore_seconds'] = round(time.monotonic() - step, 3)
         step = time.monotonic()
         counts = parse_counts(conn.psql(ROW_COUNT_SQL, temp_db, 'counting restored rows')
                               .splitlines())
         large_objects = int(conn.psql(LARGE_OBJECT_SQL, temp_db, 'counting large objects'))
-        row_check = _compare_rows(entry, counts, large_objects, target)
+        row_check = compare_rows(entry, counts, large_objects, target)
         timings['row_check_seconds'] = round(time.monotonic() - step, 3)
         step = time.monotonic()
         if exists:
@@ -142,19 +142,22 @@ def _restore_locked(conn, p, entry, path, method, exists):
                 tables=counts, large_objects=large_objects, leftovers_dropped=leftovers)
 
 
-def _compare_rows(entry, counts, large_objects, target):
+def compare_rows(entry, counts, large_objects, target, where=None):
+    """Raise unless the restored ``counts`` and ``large_objects`` equal what the snapshot
+    ``entry`` recorded; ``where`` replaces the default note that the live database
+    ``target`` was not touched (a restore drill restores into scratch space)."""
     if entry.get('adopted') and 'tables' not in entry:
         return 'skipped: adopted snapshot, its row counts were never recorded'
+    where = where or 'the live database %r was not touched' % target
     expected = entry.get('tables') or {}
     mismatch = ['%s: snapshot %s, restored %s' % (t, expected.get(t), counts.get(t))
                 for t in sorted(set(expected) | set(counts)) if expected.get(t) != counts.get(t)]
     if mismatch:
-        raise BackupError('restored data of %s does not match its manifest (%s); the live '
-                          'database %r was not touched' % (entry['file'], '; '.join(mismatch[:5]),
-                                                           target))
+        raise BackupError('restored data of %s does not match its manifest (%s); %s'
+                          % (entry['file'], '; '.join(mismatch[:5]), where))
     if large_objects != int(entry.get('large_objects') or 0):
-        raise BackupError('restored %d large objects, the snapshot recorded %s'
-                          % (large_objects, entry.get('large_objects')))
+        raise BackupError('restored %d large objects from %s, the snapshot recorded %s; %s'
+                          % (large_objects, entry['file'], entry.get('large_objects'), where))
     return 'ok'
 
 
@@ -231,7 +234,7 @@ def _source_argv(path, method):
     return [zstd_path(), '-q', '-dc', path] if method == 'zstd' else ['cat', path]
 
 
-def _restore_into(conn, p, path, method, database):
+def restore_into(conn, p, path, method, database):
     """pg_restore ``path`` into the empty ``database`` with ``jobs`` workers."""
     pg_restore = conn.tool('pg_restore')
     base = [pg_restore, '--no-password', '--exit-on-error', '--dbname=%s' % database]

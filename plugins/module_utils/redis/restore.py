@@ -207,11 +207,10 @@ def _swap_in(client, conn, control, layout, backup_dir, entry, extract):
         new_client = control.start(conn)
         keys = count_keys(new_client)
         expected = entry.get('keys')
-        low = None if expected is None else expected - int(entry.get('expires') or 0)
-        if expected is not None and not low <= keys <= expected:
-            raise BackupError('after restoring %s Redis holds %d keys, the manifest expects %s: '
-                              'the previous data files were put back'
-                              % (entry['file'], keys, expected))
+        problem = key_count_problem(entry, keys)
+        if problem:
+            raise BackupError('after restoring %s: the previous data files were put back'
+                              % problem)
         return dict(keys=keys, expected_keys=expected, aside_dir=aside,
                     loaded_from='aof' if layout['appendonly'] else 'rdb')
     except BaseException as exc:
@@ -219,6 +218,20 @@ def _swap_in(client, conn, control, layout, backup_dir, entry, extract):
         if isinstance(exc, BackupError):
             exc.msg = '%s (restore rolled back: previous data files are in place again)' % exc.msg
         raise
+
+
+def key_count_problem(entry, keys):
+    """None if ``keys`` (loaded from snapshot ``entry``) agrees with its manifest, else the
+    problem: keys with an expiry recorded in the snapshot may have expired since."""
+    expected = entry.get('keys')
+    if expected is None:
+        return None
+    low = expected - int(entry.get('expires') or 0)
+    if low <= keys <= expected:
+        return None
+    return '%s loaded %d keys, the manifest expects %s%s' % (
+        entry['file'], keys, expected, ' (%d of them with an expiry)' % (expected - low)
+        if expected != low else '')
 
 
 def _install(layout, backup_dir, entry, extract, rdb_live, aof_live, owner):

@@ -47,24 +47,40 @@ def stop_leftover_scratch(state_dir, timeout=30):
     pid, sock = record.get('pid'), record.get('socket')
     if isinstance(pid, int) and pid > 1 and isinstance(sock, str) and sock:
         report['pid'] = pid
-        started = proc_start_time(pid)
-        if (started is not None and started == record.get('start_time')
-                and 'redis-server' in proc_cmdline(pid) and sock in proc_cmdline(pid)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-            deadline = time.monotonic() + timeout
-            while proc_start_time(pid) == started and pid_running(pid):
-                if time.monotonic() >= deadline:
-                    raise BackupError('the scratch redis-server (pid %d) a killed run left did '
-                                      'not stop within %s s' % (pid, timeout))
-                time.sleep(POLL)
-            report['stopped'] = True
+        report['stopped'] = stop_recorded_process(pid, record.get('start_time'), 'redis-server',
+                                                  sock, timeout)
     sock_dir = record.get('dir')
     if _scratch_dir_ok(sock_dir) and os.path.isdir(sock_dir):
         shutil.rmtree(sock_dir, ignore_errors=True)
         report['removed_dir'] = sock_dir
     remove_record(record_path)
     return report
+
+
+def stop_recorded_process(pid, start_time, program, needle, timeout=30, first_signal=9):
+    """SIGKILL (or ``first_signal``, then SIGKILL at ``timeout``) the process ``pid`` a
+    killed run recorded, only if it is still that process: the recorded start time, and a
+    command line naming ``program`` and ``needle`` (its socket or directory). Returns True
+    if it was stopped, False if it was gone or another process has that pid now."""
+    started = proc_start_time(pid)
+    cmdline = proc_cmdline(pid)
+    if started is None or started != start_time or program not in cmdline or needle not in cmdline:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, first_signal)
+    deadline = time.monotonic() + timeout
+    while proc_start_time(pid) == started and pid_running(pid):
+        if time.monotonic() >= deadline:
+            if first_signal != 9:
+                first_signal = 9
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+                deadline = time.monotonic() + timeout
+                continue
+            raise BackupError('the scratch %s (pid %d) a killed run left did not stop within '
+                              '%s s' % (program, pid, timeout))
+        time.sleep(POLL)
+    return True
 
 
 def read_record(path):

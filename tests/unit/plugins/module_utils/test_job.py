@@ -97,3 +97,14 @@ def test_metrics_of_a_job_that_no_longer_runs_can_be_removed(tmp_path):
     assert metrics.remove_job_metrics(str(tmp_path), 'redis_aof', 'redis') is False
     assert metrics.remove_job_metrics('', 'redis_aof', 'redis') is False
     assert os.listdir(tmp_path) == []
+
+
+def test_gauges_a_job_measured_are_written_on_failure_too(tmp_path):
+    with pytest.raises(BackupError):
+        with Job('drill_redis', 'cache', str(tmp_path)) as job:
+            job.gauges.update(drill_checks_failed=2, drill_recovery_point_lag_seconds=61.5)
+            raise BackupError('2 checks failed')
+    values = _values(tmp_path, 'drill_redis', 'cache')
+    assert values['codeb_backup_last_status'] == 0
+    assert values['codeb_backup_drill_checks_failed'] == 2
+    assert values['codeb_backup_drill_recovery_point_lag_seconds'] == 61.5

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.codeb.backup.plugins.module_utils import metrics
@@ -103,3 +104,17 @@ def test_job_metrics_files_pass_promtool(tmp_path):
         proc = subprocess.run(['promtool', 'check', 'metrics'], stdin=path.open(),
                               capture_output=True, text=True, check=False)
         assert proc.returncode == 0, '%s: %s%s' % (path.name, proc.stdout, proc.stderr)
+
+
+def test_extra_gauges_are_written_and_unknown_ones_refused(tmp_path):
+    path = metrics.write_job_metrics('drill_env', 'worb/production', True, 0.1,
+                                     textfile_dir=str(tmp_path), now=1000,
+                                     gauges=dict(drill_checks_failed=0,
+                                                 drill_recovery_point_lag_seconds=None))
+    samples = _samples(path)
+    assert samples['codeb_backup_drill_checks_failed'] == (
+        {'kind': 'drill_env', 'target': 'worb/production'}, 0.0)
+    assert 'codeb_backup_drill_recovery_point_lag_seconds' not in samples  # None: not measured
+    with pytest.raises(ValueError):
+        metrics.write_job_metrics('drill_env', 'x', True, 0.1, textfile_dir=str(tmp_path),
+                                  gauges=dict(made_up=1))
