@@ -26,6 +26,7 @@ SUBSYSTEMS = (
     'redis.cli',
     'bluegreen.cli',
     'monitor.cli',
+    'status.cli',
     'ship',  # last: its help lists the channels the others registered
 )
 
