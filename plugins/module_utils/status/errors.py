@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: codeb.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Errors of the status API's facts; the API answers them with 503."""
+"""Errors of the status API."""
 
 from __future__ import annotations
 
