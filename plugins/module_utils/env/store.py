@@ -71,6 +71,26 @@ def _target(project, environment):
     return '%s/%s' % (project, environment)
 
 
+def environments(root, project):
+    """The environments the store holds for ``project``, sorted (read-only): its
+    subdirectories that are valid environment names. No project directory: none."""
+    project_dir = os.path.join(_validate_root(root), naming.validate_name('project', project))
+    try:
+        names = os.listdir(project_dir)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        path = os.path.join(project_dir, name)
+        try:
+            naming.validate_name('environment', name)
+        except BackupError:
+            continue  # not a store of this layout (a lock, a file put there by hand)
+        if os.path.isdir(path) and not os.path.islink(path):
+            found.append(name)
+    return sorted(found)
+
+
 class EnvStore(object):
     """One project/environment of the store. Names are validated on construction."""
 

@@ -856,3 +856,20 @@ def test_cli_flags_come_from_the_module_options():
         assert getattr(args, option.name) == option.default, option.name
     args = build_parser().parse_args(['env', 'backup', '--project', 'worb', '--src', '/x'])
     assert args.trigger == 'daily'   # what cron runs; the module's own default is "manual"
+
+
+def test_environments_lists_the_stores_of_a_project_read_only(tmp_path):
+    from ansible_collections.codeb.backup.plugins.module_utils.env import store
+    assert store.environments(str(tmp_path), 'worb') == []
+    backup(tmp_path, A, environment='staging')
+    backup(tmp_path, A, environment='production')
+    backup(tmp_path, A, project='other', environment='dev')
+    (tmp_path / 'worb' / '.hidden').mkdir()
+    (tmp_path / 'worb' / 'notes.txt').write_text('not a store')
+    os.symlink(str(tmp_path / 'other' / 'dev'), str(tmp_path / 'worb' / 'linked'))
+    before = sorted(os.listdir(tmp_path / 'worb'))
+    assert store.environments(str(tmp_path), 'worb') == ['production', 'staging']
+    assert sorted(os.listdir(tmp_path / 'worb')) == before
+    with pytest.raises(BackupError) as caught:
+        store.environments(str(tmp_path), '../worb')
+    assert caught.value.param == 'project'
