@@ -80,7 +80,8 @@ def _name_field(description, default=None):
     pattern = r'^%s$' % NAME_PATTERN
     if PYDANTIC_V2:
         return Field(default, description=description, pattern=pattern, max_length=NAME_MAX)
-    return Field(default, description=description, regex=pattern, max_length=NAME_MAX)
+    extra = {'nullable': True} if default is None else {}
+    return Field(default, description=description, regex=pattern, max_length=NAME_MAX, **extra)
 
 
 _TIME = 'ISO 8601 UTC time (second precision, Z), or null when unknown'
@@ -203,8 +204,8 @@ class ProjectParams(_Model):
 
 
 class ListParams(_Model):
-    project: Optional[str] = _name_field('the project; without it (admin keys only) every '
-                                         'project of the key\'s team')
+    project: Optional[str] = _name_field('the project; without it or null (admin keys only) '
+                                         'every project of the key\'s team')
 
 
 class StatusRequest(_Model):
@@ -225,6 +226,7 @@ else:
     API_KEY_HEADER = None
 
 _ERRORS = {
+    400: ('the body cannot be read at all (FastAPI 0.92: bytes that are not text)', ErrorBody),
     401: ('missing, malformed, unknown or revoked API key (always the same body)', ErrorBody),
     403: ('valid key, but a project of another team or a role without the right', ErrorBody),
     404: ('unknown project', ErrorBody),
@@ -444,7 +446,7 @@ def create_app(config, facts=None, clock=None, log_stream=None, keys=None):
               responses=responses, tags=['tools'],
               summary='backup_status or backup_list of a project')
     def api_tool(request: Request,
-                 body: Union[StatusRequest, ListRequest] = Body(..., discriminator='tool'),
+                 body: Union[StatusRequest, ListRequest] = Body(...),
                  api_key: Optional[str] = Security(API_KEY_HEADER)):  # pylint: disable=unused-argument
         entry = request.scope.get(_SCOPE_KEY) or {}
         if not entry.get('team'):  # only the gate authenticates; never reached without it

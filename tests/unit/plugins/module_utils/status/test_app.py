@@ -148,8 +148,8 @@ def test_every_wrong_key_gets_the_same_401(env):
         env.clock.now += 3600  # keep the rate limit out of this test
         response = call(env, key, body)
         assert response.status_code == 401, what
-        answers.add((response.content, tuple(sorted((k, v) for k, v in response.headers.items()
-                                                     if k != 'date'))))
+        headers = tuple(sorted((k, v) for k, v in response.headers.items() if k != 'date'))
+        answers.add((response.content, headers))
     assert len(answers) == 1
     assert json.loads(answers.pop()[0]) == {'detail': 'invalid or missing API key'}
     assert env.facts.asked == []
@@ -227,7 +227,7 @@ def test_503_when_the_facts_cannot_answer(env):
 
 def test_429_after_a_burst_of_failures_then_recovery_after_the_window(env):
     body = {'tool': 'backup_status', 'params': {'project': 'worb'}}
-    for _ in range(3):
+    for attempt in range(3):
         assert call(env, 'bad', body).status_code == 401
         env.clock.now += 1
     blocked = call(env, env.viewer['key'], body)  # even a good key, from this address
@@ -242,9 +242,9 @@ def test_429_after_a_burst_of_failures_then_recovery_after_the_window(env):
 
 def test_successes_do_not_count_and_failures_below_the_limit_do_not_block(env):
     body = {'tool': 'backup_status', 'params': {'project': 'worb'}}
-    for _ in range(2):
+    for attempt in range(2):
         assert call(env, 'bad', body).status_code == 401
-    for _ in range(5):
+    for attempt in range(5):
         assert call(env, env.viewer['key'], body).status_code == 200
 
 
@@ -289,7 +289,7 @@ def test_the_log_file_gets_the_same_lines(env, tmp_path):
 def test_openapi_documents_every_status_and_the_key_header(env):
     schema = env.client.get('/openapi.json').json()
     operation = schema['paths']['/api/tool']['post']
-    assert set(operation['responses']) == {'200', '401', '403', '404', '422', '429', '503'}
+    assert set(operation['responses']) == {'200', '400', '401', '403', '404', '422', '429', '503'}
     assert operation['security'] == [{'APIKeyHeader': []}]
     assert schema['components']['securitySchemes']['APIKeyHeader'] == {
         'type': 'apiKey', 'in': 'header', 'name': 'X-API-Key', 'description': 'codeb_{team}_{role}_{token}'}
