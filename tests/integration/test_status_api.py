@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from helpers.monitoring import Prometheus
+from helpers.monitoring import Prometheus, openmetrics, tsdb_blocks
 from helpers.servers import free_port, stop_process, wait_for
 from helpers.sshd import cli_wrapper
 
@@ -29,7 +29,7 @@ PYTHONS = [pytest.param(DEBIAN_PYTHON, id='debian-fastapi'), pytest.param(sys.ex
 SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), 'schemathesis')
 
 
-def _series(now):
+def series(now):
     """(family, type, sample, labels, value) of the facts behind worb's answers."""
     db, bk = 'db1:9100', 'bk1:9100'
     out = []
@@ -54,20 +54,6 @@ def _series(now):
     return out
 
 
-def _openmetrics(series, start, end):
-    families = {}
-    for family, kind, name, labels, value in series:
-        families.setdefault((family, kind), []).append((name, labels, value))
-    lines = []
-    for (family, kind), members in families.items():
-        lines.append('# TYPE %s %s' % (family, kind))
-        for name, labels, value in members:
-            text = ','.join('%s="%s"' % item for item in sorted(labels.items()))
-            lines += ['%s{%s} %r %d' % (name, text, float(value), t) for t in range(start, end + 1, STEP)]
-    lines.append('# EOF')
-    return '\n'.join(lines) + '\n'
-
-
 @pytest.fixture(scope='module')
 def world():
     """Prometheus with the series, an env store with two versions, a config and a key file."""
@@ -75,14 +61,8 @@ def world():
     now = int(time.time()) // STEP * STEP
     # the samples run on for hours past now, so instant queries at "now" see them however
     # long the module takes (Prometheus looks back 5 minutes for a sample)
-    source = os.path.join(base, 'fixture.om.txt')
-    with open(source, 'w') as handle:
-        handle.write(_openmetrics(_series(now), now - 3600, now + 6 * 3600))
-    data = os.path.join(base, 'tsdb')
-    proc = subprocess.run(['promtool', 'tsdb', 'create-blocks-from', 'openmetrics', source, data],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    prometheus = Prometheus(base, data)
+    prometheus = Prometheus(base, tsdb_blocks(base, openmetrics(series(now), now - 3600,
+                                                                now + 6 * 3600, STEP)))
     prometheus.start()
     cli = cli_wrapper(os.path.join(base, 'codeb-backup-venv'))
     env_root = os.path.join(base, 'env-backup')
