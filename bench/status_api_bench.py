@@ -86,8 +86,8 @@ async def open_loop(url, headers, rate, duration):
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     latencies, failures = [], []
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        for _ in range(int(rate)):  # warm the connection pool, not measured
-            await client.post(url, json=BODY, headers=headers)
+        await asyncio.gather(*(client.post(url, json=BODY, headers=headers)  # warm-up, not measured
+                               for warm_up in range(int(rate))))
 
         async def one(scheduled):
             delay = scheduled - time.perf_counter()
@@ -109,7 +109,7 @@ async def open_loop(url, headers, rate, duration):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--rate', type=float, default=100.0)
     parser.add_argument('--duration', type=float, default=30.0)
     parser.add_argument('--python', default='/usr/bin/python3',
@@ -161,8 +161,8 @@ def main():
               % (args.rate, args.duration, args.python))
         print('%-22s %8s %10s %10s %10s %9s' % ('', 'requests', 'p50 ms', 'p99 ms', 'max ms', 'non-200'))
         for name, r in results.items():
-            print('%-22s %8d %10.2f %10.2f %10.2f %9d' % (name, r['n'], r['p50'] * 1e3, r['p99'] * 1e3,
-                                                         r['max'] * 1e3, r['failures']))
+            row = (name, r['n'], r['p50'] * 1e3, r['p99'] * 1e3, r['max'] * 1e3, r['failures'])
+            print('%-22s %8d %10.2f %10.2f %10.2f %9d' % row)
         floor_r, ours_r = results['static JSON (floor)'], results['ours: backup_status']
         print('ratio ours / floor: p50 %.2fx, p99 %.2fx (goal: p99 <= 2x)'
               % (ours_r['p50'] / floor_r['p50'], ours_r['p99'] / floor_r['p99']))

@@ -343,8 +343,12 @@ class RequestLog(object):
             self.stream.write(line)
             self.stream.flush()
             if self.path:
-                with open(self.path, 'a') as handle:
-                    handle.write(line)
+                try:
+                    with open(self.path, 'a') as handle:
+                        handle.write(line)
+                except OSError as exc:  # the answer is already sent; say why the file lacks it
+                    sys.stderr.write('codeb-backup serve-api: cannot append to the request log '
+                                     '%s: %s\n' % (self.path, exc.strerror))
 
 
 # ---------------------------------------------------------------- the app

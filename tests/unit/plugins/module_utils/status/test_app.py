@@ -304,3 +304,13 @@ def test_answer_refuses_an_unknown_tool_naming_the_allowed_ones(env):
     with pytest.raises(BackupError) as info:
         app_mod.answer(env.facts, env.config, 'drop', 'worb')
     assert info.value.param == 'tool' and 'backup_status, backup_list' in info.value.msg
+
+
+def test_an_unwritable_log_file_does_not_fail_the_request(env, tmp_path, capsys):
+    config = dict(env.config, log_file=str(tmp_path / 'no-such-dir' / 'requests.log'))
+    stream = io.StringIO()
+    client = TestClient(app_mod.create_app(config, facts=env.facts, log_stream=stream))
+    response = client.post('/api/tool', json={'tool': 'backup_status', 'params': {'project': 'worb'}},
+                           headers={'X-API-Key': env.viewer['key']})
+    assert response.status_code == 200 and stream.getvalue()
+    assert 'cannot append to the request log' in capsys.readouterr().err
