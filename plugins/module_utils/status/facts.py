@@ -20,6 +20,7 @@ thread-safe (the API calls it from a thread pool).
 from __future__ import annotations
 
 import copy
+import math
 import re
 import threading
 import time
@@ -47,7 +48,9 @@ JOB_FIELDS = {
 DRILL_KINDS = (('pgbackrest', 'drill_pgbackrest'), ('pg_snapshot', 'drill_pg_snapshot'),
                ('redis', 'drill_redis'), ('env', 'drill_env'))
 # WAL archiving and replication: the primary is the cluster that is not in recovery (a
-# standby archiving with archive_mode=always, or cascading, must not be counted)
+# standby archiving with archive_mode=always, or cascading, must not be counted). The
+# collector does not map clusters to projects: one primary serves them all (the largest
+# value wins where there are several).
 WAL_ARCHIVED_QUERY = ('max(%(p)spg_archiver_archived_total and on(instance, cluster) '
                       '%(p)spg_in_recovery == 0)' % dict(p=PREFIX))
 REPLICATION_LAG_QUERY = ('max(%(p)spg_replication_lag_bytes and on(instance, cluster, '
@@ -62,8 +65,8 @@ SIZE_UNITS = ('B', 'KB', 'MB', 'GB', 'TB')
 def human_size(size):
     """Bytes in the design's units (1 KB = 1024 B): ``"128MB"``, ``"1.5GB"``, ``"512B"``; a
     whole number without decimals, otherwise one decimal. None for an unknown size."""
-    if not isinstance(size, (int, float)) or isinstance(size, bool) or size < 0 \
-            or size != size:  # NaN
+    if not isinstance(size, (int, float)) or isinstance(size, bool) or not math.isfinite(size) \
+            or size < 0:
         return None
     unit = 0
     value = float(size)
@@ -117,7 +120,8 @@ class StatusFacts(object):
         self.cache_seconds = cache_seconds
         self.clock = clock
         self.monotonic = monotonic
-        self._cache = {}
+        self._cache = {}  # (tool, project) -> (monotonic time asked, answer)
+        self._computing = {}  # (tool, project) -> the lock of whoever computes it
         self._lock = threading.Lock()
 
     # ---- the tools ----
@@ -131,20 +135,34 @@ class StatusFacts(object):
     # ---- cache ----
 
     def _cached(self, tool, project, compute):
-        """``compute(project)``, or its answer of less than ``cache_seconds`` ago. A failure
-        is never cached: the next request asks again."""
+        """``compute(project)``, or its answer of less than ``cache_seconds`` ago. One caller
+        at a time computes a missing answer and the others wait for it, so a burst of
+        requests at expiry asks Prometheus once. A failure is never cached: the next
+        request asks again."""
+        if not self.cache_seconds:
+            return compute(project)
         key = (tool, project.get('name') if isinstance(project, dict) else None)
-        if self.cache_seconds:
+        with self._lock:
+            answer = self._fresh(key)
+            if answer is not None:
+                return copy.deepcopy(answer)
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:
             with self._lock:
-                hit = self._cache.get(key)
-                if hit is not None and self.monotonic() - hit[0] < self.cache_seconds:
-                    return copy.deepcopy(hit[1])
-        started = self.monotonic()
-        answer = compute(project)
-        if self.cache_seconds:
-            with self._lock:
-                self._cache[key] = (started, answer)
+                answer = self._fresh(key)
+            if answer is None:
+                started = self.monotonic()
+                answer = compute(project)
+                with self._lock:
+                    self._cache[key] = (started, answer)
         return copy.deepcopy(answer)
+
+    def _fresh(self, key):
+        """The cached answer of ``key`` if it is fresh (call holding ``_lock``)."""
+        now, hit = self.monotonic(), self._cache.get(key)
+        if hit is not None and now - hit[0] < self.cache_seconds:
+            return hit[1]
+        return None
 
     # ---- answers ----
 
@@ -158,7 +176,7 @@ class StatusFacts(object):
         jobs = self.job_outcomes(wanted, at)
         successes = [jobs.get(('pg_snapshot', d), {}).get('success') for d in databases]
         oldest = min(successes) if successes and None not in successes else None
-        lag = self._value(REPLICATION_LAG_QUERY, at)
+        lag = _count(self._value(REPLICATION_LAG_QUERY, at))
         redis = dict(aofEnabled=None, lastRdbSave=None, aofSize=None)
         if instance is not None:
             aof = self._value(AOF_ENABLED_QUERY % quote(instance), at)
@@ -171,7 +189,7 @@ class StatusFacts(object):
         return dict(
             postgresql=dict(lastSnapshot=listing.epoch_time(oldest),
                             walArchived=_count(self._value(WAL_ARCHIVED_QUERY, at)),
-                            replicationLag=None if lag is None else '%d bytes' % lag),
+                            replicationLag=None if lag is None else '%s bytes' % lag),
             redis=redis,
             env=dict(lastBackup=listing.epoch_time(max(env_successes) if env_successes else None),
                      versions=len(listing.env_versions(self.config['env_root'], env_project))))

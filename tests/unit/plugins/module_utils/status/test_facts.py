@@ -183,11 +183,11 @@ def test_concurrent_callers_get_whole_equal_answers(tmp_path):
 
     def call():
         try:
-            for _ in range(20):
+            for _round in range(20):
                 answers.append(status.backup_list(PROJECT))
         except Exception as exc:  # collected: the assertion below names it
             errors.append(exc)
-    threads = [threading.Thread(target=call) for _ in range(8)]
+    threads = [threading.Thread(target=call) for _thread in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -252,8 +252,8 @@ def test_one_jobs_metrics_over_several_hosts():
             return samples
     status = facts.StatusFacts(dict(prometheus_url='http://127.0.0.1:9'), client=Answer())
     outcomes = status.job_outcomes({'pg_snapshot': ['worb']}, 1)
-    assert outcomes == {('pg_snapshot', 'worb'): dict(success=100.0, size=10.0, attempt=200.0,
-                                                       status=0.0, duration=3.5)}
+    expected = dict(success=100.0, size=10.0, attempt=200.0, status=0.0, duration=3.5)
+    assert outcomes == {('pg_snapshot', 'worb'): expected}
 
 
 def test_the_worst_drill_is_a_failure_then_the_oldest_success():
@@ -377,3 +377,40 @@ def test_bad_client_settings_name_their_key(url, timeout, param):
     with pytest.raises(BackupError) as caught:
         prometheus.PrometheusClient(url, timeout)
     assert caught.value.param == param
+
+
+def test_a_burst_at_expiry_asks_prometheus_once(tmp_path):
+    """While one caller computes an answer, a second caller of the same (tool, project)
+    waits for it instead of asking again."""
+    entered, release, second_looked = threading.Event(), threading.Event(), threading.Event()
+
+    class SlowClient(CountingClient):
+        def query(self, expr, at=None):
+            entered.set()
+            assert release.wait(60), 'the test never released the first caller'
+            return super().query(expr, at)
+
+    def monotonic():
+        if threading.current_thread().name == 'second':
+            second_looked.set()
+        return 1000.0
+    client = SlowClient()
+    status = facts.StatusFacts(_config(tmp_path), client=client, monotonic=monotonic)
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(status.backup_status(PROJECT)),
+                             name='first')
+    second = threading.Thread(target=lambda: answers.append(status.backup_status(PROJECT)),
+                              name='second')
+    first.start()
+    assert entered.wait(60)
+    second.start()
+    assert second_looked.wait(60)  # it found no answer in the cache
+    release.set()
+    first.join()
+    second.join()
+    asked_once = len(client.queries)
+    assert len(answers) == 2 and answers[0] == answers[1]
+    status.cache_seconds = 0
+    client.queries.clear()
+    status.backup_status(PROJECT)
+    assert asked_once == len(client.queries)  # one computation's queries, not two
