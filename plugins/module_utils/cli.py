@@ -27,6 +27,7 @@ SUBSYSTEMS = (
     'bluegreen.cli',
     'drill.cli',
     'monitor.cli',
+    'status.cli',
     'ship',  # last: its help lists the channels the others registered
 )
 

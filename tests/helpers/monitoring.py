@@ -82,6 +82,38 @@ def substitute_grafana_variables(expr):
     return expr
 
 
+def openmetrics(series, start, end, step=60):
+    """OpenMetrics text of ``series`` ((family, type, sample name, labels, value) with value
+    a number or a function of the sample's Unix time) sampled every ``step`` s from
+    ``start`` to ``end``: each family once, its samples in time order, then ``# EOF``."""
+    families = {}
+    for family, kind, name, labels, value in series:
+        families.setdefault((family, kind), []).append((name, labels, value))
+    lines = []
+    for (family, kind), members in families.items():
+        lines.append('# TYPE %s %s' % (family, kind))
+        for name, labels, value in members:
+            text = ','.join('%s="%s"' % item for item in sorted(labels.items()))
+            for t in range(start, end + 1, step):
+                lines.append('%s{%s} %s %d' % (name, text, repr(float(value(t) if callable(value) else value)), t))
+    lines.append('# EOF')
+    return '\n'.join(lines) + '\n'
+
+
+def tsdb_blocks(base, text):
+    """TSDB blocks in ``base``/data made from the OpenMetrics ``text`` by promtool; the path."""
+    source = os.path.join(base, 'fixture.om.txt')
+    with open(source, 'w') as handle:
+        handle.write(text)
+    data = os.path.join(base, 'data')
+    proc = subprocess.run(['promtool', 'tsdb', 'create-blocks-from', 'openmetrics', source, data],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError('promtool tsdb create-blocks-from openmetrics failed: %s%s'
+                           % (proc.stdout, proc.stderr))
+    return data
+
+
 class Prometheus(object):
     """A real ``prometheus`` on 127.0.0.1:<free port> over ``data_dir`` (e.g. blocks from
     ``promtool tsdb create-blocks-from openmetrics``), with ``rule_files`` and no scrape

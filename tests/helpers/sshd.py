@@ -32,12 +32,13 @@ def keygen(path, comment='codeb-test'):
     return path
 
 
-def cli_wrapper(path):
-    """A ``codeb-backup`` for the forced command: the repository's CLI under this Python
-    (the host_cli role installs the same thing on real hosts)."""
+def cli_wrapper(path, python=None):
+    """A ``codeb-backup`` for the forced command: the repository's CLI under this Python, or
+    ``python`` (e.g. Debian's, with its packaged FastAPI); the host_cli role installs the
+    same thing on real hosts."""
     with open(path, 'w') as handle:
         handle.write('#!/bin/sh\nexec %s -c %s %s "$@"\n' % (
-            shlex.quote(sys.executable),
+            shlex.quote(python or sys.executable),
             shlex.quote('import sys\nsys.path.insert(0, sys.argv.pop(1))\n'
                         'from ansible_collections.codeb.backup.plugins.module_utils.cli import main\n'
                         'sys.exit(main())'),

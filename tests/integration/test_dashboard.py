@@ -10,15 +10,14 @@ queries it (instant for tables and stats, range otherwise) at the end of the fix
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
 import time
 
 import pytest
 
-from helpers.monitoring import Prometheus, dashboard, dashboard_targets, substitute_grafana_variables
+from helpers.monitoring import (Prometheus, dashboard, dashboard_targets, openmetrics,
+                                substitute_grafana_variables, tsdb_blocks)
 
 STEP = 60
 WINDOW = 3 * 3600
@@ -106,36 +105,13 @@ def fixture_series():
     return out
 
 
-def openmetrics(series, start, end):
-    """OpenMetrics text: each family once, its series' samples in time order, then # EOF."""
-    families = {}
-    for family, kind, name, labels, fn in series:
-        families.setdefault((family, kind), []).append((name, labels, fn))
-    lines = []
-    for (family, kind), members in families.items():
-        lines.append('# TYPE %s %s' % (family, kind))
-        for name, labels, fn in members:
-            text = ','.join('%s="%s"' % item for item in sorted(labels.items()))
-            for t in range(start, end + 1, STEP):
-                lines.append('%s{%s} %s %d' % (name, text, repr(float(fn(t))), t))
-    lines.append('# EOF')
-    return '\n'.join(lines) + '\n'
-
-
 @pytest.fixture(scope='module')
 def prometheus():
     base = tempfile.mkdtemp(prefix='codeb-test-prometheus-')
     # Ends a few minutes ago: blocks in the past, as a real TSDB holds them.
     end = int(time.time()) // STEP * STEP - 5 * STEP
     start = end - WINDOW
-    source = os.path.join(base, 'fixture.om.txt')
-    with open(source, 'w') as handle:
-        handle.write(openmetrics(fixture_series(), start, end))
-    data = os.path.join(base, 'data')
-    proc = subprocess.run(['promtool', 'tsdb', 'create-blocks-from', 'openmetrics', source, data],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    server = Prometheus(base, data)
+    server = Prometheus(base, tsdb_blocks(base, openmetrics(fixture_series(), start, end, STEP)))
     server.start()
     try:
         yield server, end
