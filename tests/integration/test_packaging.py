@@ -127,3 +127,24 @@ def test_postgres_group_defaults_reach_the_installed_module(installed, pg_cluste
     refused = _run_installed(installed, _module_defaults_play(
         'postgres', dict(defaults, login_port=free_port()), task), tmp_path)
     assert refused.get('failed'), refused
+
+
+def test_every_playbook_runs_by_name_from_the_installed_collection(installed, tmp_path):
+    """``ansible-playbook codeb.backup.<name>`` needs an identifier name; the hyphenated
+    names users and docs know stay as thin imports of the identifier-named playbook."""
+    playbooks = os.path.join(installed, 'ansible_collections', 'codeb', 'backup', 'playbooks')
+    names = sorted(name[:-4] for name in os.listdir(playbooks) if name.endswith('.yml'))
+    assert 'setup_backup' in names and 'rollback' in names, names
+    for name in names:
+        if not name.isidentifier():
+            with open(os.path.join(playbooks, name + '.yml')) as handle:
+                plays = yaml.safe_load(handle)
+            assert [play.get('ansible.builtin.import_playbook') for play in plays] == \
+                [name.replace('-', '_') + '.yml'], (name, plays)
+            continue
+        proc = subprocess.run(
+            [os.path.join(BIN, 'ansible-playbook'), 'codeb.backup.' + name, '--syntax-check',
+             '-i', os.path.join(ROOT, 'inventories', 'local', 'hosts.yml')],
+            env=ansible_env({'ANSIBLE_COLLECTIONS_PATH': installed, 'ANSIBLE_STDOUT_CALLBACK': 'default'}),
+            capture_output=True, text=True, cwd=str(tmp_path), check=False)
+        assert proc.returncode == 0, (name, proc.stdout, proc.stderr)
