@@ -347,28 +347,44 @@ def _inventory_vars(site):
         'redis_backup_ship': False,
         'postgresql_backup_pg_port': site['pg'].port,
         'postgresql_backup_repo_user': 'postgres',
+        # a stanza of this test's own: a scratch restore's directory is named after it
+        'stanza': 'awxtest',
         'env_backup_root': os.path.join(base, 'env-backup'),
         'env_backup_metrics_dir': os.path.join(base, 'metrics'),
         'env_backup_files': [{'project': 'awxapp', 'path': os.path.join(base, 'awxapp.env')}],
     }
 
 
-def launch(site, name, tmp, answers=None, inventory_vars=None):
+def _survey_refuses(question, answer):
+    """What AWX refuses at launch, before a job runs: an answer outside the choices or
+    the length limits of its question."""
+    if question['type'] == 'multiplechoice':
+        return answer not in question['choices']
+    return not question.get('min', 0) <= len(answer) <= question.get('max', 1024)
+
+
+def launch(site, name, tmp, answers=None, inventory_vars=None, through_survey=True):
     """Launch job template ``name`` as AWX does: a private data directory with the survey
     defaults plus ``answers`` (and the template's own extra vars) in env/extravars, the
     inventory (the local shape, plus ``inventory_vars``) in inventory/, the project checkout
-    in project/, run by ansible-runner."""
+    in project/, run by ansible-runner. ``through_survey=False`` gives an answer the survey
+    would refuse, as the command line's -e can."""
     template = TEMPLATES[name]
     extravars = dict(template.get('extra_vars') or {})
     answers = dict(answers or {})
+    refused = []
     for question in template['survey']:
         if question['variable'] in answers:
-            extravars[question['variable']] = answers.pop(question['variable'])
+            answer = answers.pop(question['variable'])
+            if _survey_refuses(question, answer):
+                refused.append(question['variable'])
+            extravars[question['variable']] = answer
         elif 'default' in question:
             extravars[question['variable']] = question['default']
         else:
             assert not question['required'], 'the survey requires an answer for %s' % question['variable']
     assert not answers, 'not survey questions of %s: %s' % (name, sorted(answers))
+    assert bool(refused) != through_survey, ('answers the survey refuses', refused)
     data = tempfile.mkdtemp(prefix='awx-job-', dir=str(tmp))
     os.makedirs(os.path.join(data, 'env'))
     os.makedirs(os.path.join(data, 'inventory'))
@@ -468,13 +484,15 @@ def test_rollback_template_refuses_an_unknown_project(site, tmp_path):
     assert '(known: none)' in msg
 
 
-def test_rollback_template_refuses_a_restore_db_that_is_not_a_boolean(site, tmp_path):
-    """A survey answer given through the API is not held to the choices: the role checks."""
+def test_rollback_refuses_a_restore_db_that_is_not_a_boolean(site, tmp_path):
+    """The survey offers only false/true; from the command line anything can come, and the
+    role refuses it before anything is changed."""
     project = {'name': 'worb', 'listen': '127.0.0.1:25602', 'blue': ['127.0.0.1:25603'],
                'green': ['127.0.0.1:25604']}
     result, events, _extravars = launch(site, 'codeb.backup: rollback', tmp_path,
                                         answers={'project': 'worb', 'restore_db': 'maybe'},
-                                        inventory_vars={'bluegreen_projects': [project]})
+                                        inventory_vars={'bluegreen_projects': [project]},
+                                        through_survey=False)
     _failed_with(result, events, 'Step 1/5 preflight: check the restore options are booleans',
                  'restore_db must be true or false; got "maybe". Nothing was changed.')
 
@@ -493,10 +511,12 @@ def test_restore_template_refuses_a_malformed_target_time(site, tmp_path, target
                  message)
 
 
-def test_restore_template_refuses_an_unknown_restore_to(site, tmp_path):
+def test_restore_refuses_an_unknown_restore_to(site, tmp_path):
+    """Outside the survey's choices, as the command line may give it."""
     result, events, _extravars = launch(site, 'codeb.backup: restore', tmp_path,
                                         answers={'target_time': '2026-01-07 10:30:00',
-                                                 'restore_to': 'elsewhere'})
+                                                 'restore_to': 'elsewhere'},
+                                        through_survey=False)
     _failed_with(result, events, 'Check restore_to',
                  'restore_to must be scratch or in_place; got elsewhere')
 
