@@ -64,10 +64,15 @@ COMPATIBLE = {
 BOOLEAN_WORDS = {'true', 'false', 'yes', 'no', '1', '0'}
 
 
+def _documentation(path):
+    """The parsed DOCUMENTATION of a module or doc fragment."""
+    with open(path) as handle:
+        source = handle.read()
+    return yaml.safe_load(re.search(r'DOCUMENTATION = r?(\'\'\'|""")(.*?)\1', source, re.S).group(2))
+
+
 def _module_options(module):
-    source = open(os.path.join(ROOT, 'plugins', 'modules', module + '.py')).read()
-    doc = re.search(r'DOCUMENTATION = r?(\'\'\'|""")(.*?)\1', source, re.S).group(2)
-    return yaml.safe_load(doc)['options']
+    return _documentation(os.path.join(ROOT, 'plugins', 'modules', module + '.py'))['options']
 
 
 def _role_options(role, entry_point):
@@ -212,6 +217,46 @@ def test_apply_playbook_parses_and_stops_without_its_required_variables(tmp_path
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert 'give -e codeb_awx_scm_url=' in proc.stdout, proc.stdout
     assert 'ok=0' in proc.stdout and 'failed=1' in proc.stdout
+
+
+AWX_MODULES = os.path.join(os.path.dirname(os.path.dirname(ansible_runner.__file__)),
+                           'ansible_collections', 'awx', 'awx', 'plugins')
+
+
+def _awx_documentation(module):
+    """The options of an awx.awx module (the bundled collection), its auth fragment's too."""
+    options = dict(_documentation(os.path.join(AWX_MODULES, 'modules', module + '.py'))['options'])
+    options.update(_documentation(os.path.join(AWX_MODULES, 'doc_fragments', 'auth.py'))['options'])
+    return options
+
+
+def test_apply_playbook_gives_the_awx_modules_only_their_options():
+    """No controller is reachable here, so the awx.awx modules cannot run: check every
+    argument apply.yml and the data in controller.yml give them against the modules'
+    own documentation (the bundled awx.awx collection)."""
+    (play,) = yaml.safe_load(open(os.path.join(ROOT, 'awx', 'apply.yml')))
+    used = set()
+    for task in play['tasks']:
+        modules = [key for key in task if key.startswith('awx.awx.')]
+        if not modules:
+            continue
+        (module,) = modules
+        options = _awx_documentation(module.split('.')[-1])
+        unknown = set(task[module]) - set(options)
+        assert not unknown, (module, unknown)
+        used.add(module)
+        if module == 'awx.awx.workflow_job_template':
+            node_options = options['workflow_nodes']['suboptions']
+            for workflow in CONTROLLER['codeb_awx_workflows']:
+                for node in workflow['workflow_nodes']:
+                    assert set(node) <= set(node_options), node
+                    assert set(node['unified_job_template']) <= \
+                        set(node_options['unified_job_template']['suboptions']), node
+                    assert set(node['related']) <= set(node_options['related']['suboptions']), node
+    assert {'awx.awx.project', 'awx.awx.inventory', 'awx.awx.inventory_source', 'awx.awx.job_template',
+            'awx.awx.workflow_job_template', 'awx.awx.schedule', 'awx.awx.execution_environment'} <= used
+    controller_options = set(_awx_documentation('job_template'))
+    assert set(play['module_defaults']['group/awx.awx.controller']) <= controller_options
 
 
 # --- the execution environment ---------------------------------------------------------
