@@ -189,32 +189,26 @@ def test_schemathesis_finds_nothing_against_the_service(backup, keys, tmp_path):
     assert keys['admin']['key'] not in log
 
 
-def _running_core(backup):
-    pid = backup.check_output('systemctl show --property MainPID --value %s' % SERVICE)
-    environ = backup.check_output("tr '\\0' '\\n' < /proc/%s/environ" % pid)
-    return pid, [line.split('=', 1)[1] for line in environ.splitlines()
-                 if line.startswith('CODEB_CORE_DIGEST=')]
+def _started(backup):
+    return backup.check_output('systemctl show --property ExecMainStartTimestamp --value '
+                               '--timestamp=unix %s' % SERVICE)
 
 
 def test_a_service_left_on_an_old_core_is_restarted_by_the_next_run(backup):
-    installed = backup.check_output('cat /usr/local/lib/codeb-backup/core.sha256')
-    _pid, core = _running_core(backup)
-    assert core == [installed]
-    # The process a run that died before its handlers left behind: started on another core.
-    dropin = '/run/systemd/system/%s.service.d' % SERVICE
-    backup.check_output('mkdir -p %s && printf "[Service]\\nEnvironment=CODEB_CORE_DIGEST=old\\n" '
-                        '> %s/old-core.conf && systemctl daemon-reload && systemctl restart %s'
-                        % (dropin, dropin, SERVICE))
-    backup.check_output('rm -r %s && systemctl daemon-reload' % dropin)
-    old_pid, core = _running_core(backup)
-    assert core == ['old']
-
+    stamp = '/usr/local/lib/codeb-backup/core.sha256'
+    before = _started(backup)
     play = os.path.join(os.path.dirname(__file__), 'status-api-play.yml')
+    rc, out, err = run_playbook(play, {})
+    assert rc == 0 and out['stats']['backup']['changed'] == 0, (failure(out), err[-2000:])
+    assert _started(backup) == before
+    # What an earlier play or a run that died before its handlers leaves: a core installed
+    # after the running process started (host_cli rewrites the stamp only for a new core).
+    backup.check_output('touch %s' % stamp)
     rc, out, err = run_playbook(play, {})
     assert rc == 0, (failure(out), err[-2000:])
     changed = [name for name, result in task_results(out, 'backup') if result.get('changed')]
     assert changed == ['codeb.backup.status_api : Restart the service on the installed core'], changed
-    new_pid, core = _running_core(backup)
-    assert core == [installed] and new_pid != old_pid
+    assert _started(backup) != before
+    assert backup.service(SERVICE).is_running
     rc, out, err = run_playbook(play, {})
     assert rc == 0 and out['stats']['backup']['changed'] == 0, (failure(out), err[-2000:])
