@@ -150,7 +150,7 @@ def test_backup_list_for_viewer_and_admin(app, keys):
 def test_refusals(app, keys):
     unauthorized = {'detail': 'invalid or missing API key'}
     bad = '/root/status-api-bad.key'
-    app.check_output('umask 077 && printf %%s %s > %s' % (_quote(keys['viewer']['key'][:-1] + 'x'), bad))
+    app.check_output('umask 077 && printf %%s %s > %s' % (_quote(keys['viewer']['key'][:-1] + '*'), bad))
     assert call(app, None, status_of('worb')) == (401, unauthorized)
     assert call(app, bad, status_of('worb')) == (401, unauthorized)
     status, body = call(app, keys['other']['path'], status_of('worb'))
