@@ -48,6 +48,10 @@ def test_role_installs_command_idempotently(tmp_path):
     rc, out, err = _apply_role(tmp_path)
     assert rc == 0, err
     assert _stats(out)['changed'] == 0, 'second run must report changed=0'
+    # and with the stamp current it does not even look at the files (one call per file)
+    copy = [task['hosts']['localhost'] for play in out['plays'] for task in play['tasks']
+            if task['task']['name'].endswith('Install the collection\'s core (module_utils) for the host command')]
+    assert len(copy) == 1 and copy[0].get('skipped') is True, copy
 
     installed = tmp_path / 'lib' / 'ansible_collections' / 'codeb' / 'backup' / 'plugins' / 'module_utils'
     core = os.path.join(ROOT, 'plugins', 'module_utils')
