@@ -93,6 +93,24 @@ fi
 step "ansible-playbook playbooks/setup-backup.yml (the default inventory: inventories/local)"
 ansible-playbook playbooks/setup-backup.yml
 
+# Without systemd the monitoring role installs and configures node_exporter and Prometheus
+# but starts neither (docs/monitoring.md): start them here, with the flags it wrote.
+if [ "$(ps -p 1 -o comm=)" != systemd ]; then
+  start_exporter() {  # NAME BINARY URL: run BINARY $ARGS of /etc/default/NAME as prometheus
+    local name=$1 binary=$2 url=$3 ARGS=
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    echo "demo: starting $name"
+    # shellcheck disable=SC1090  # the file the monitoring role wrote
+    . "/etc/default/$name"
+    # shellcheck disable=SC2086  # ARGS is a word list
+    (cd /var/lib/prometheus && setsid runuser -u prometheus -- "$binary" $ARGS \
+      >>"/var/log/prometheus/$name.log" 2>&1 </dev/null &)
+    wait_for 60 "$name answering on $url" curl -fsS -o /dev/null "$url"
+  }
+  start_exporter prometheus-node-exporter /usr/bin/prometheus-node-exporter http://127.0.0.1:9100/metrics
+  start_exporter prometheus /usr/bin/prometheus http://127.0.0.1:9090/-/ready
+fi
+
 step "a backup: pgBackRest incremental, then the snapshots of playbooks/backup.yml"
 codeb-backup pgbackrest-backup --stanza "$STANZA" --type incr --repo-user postgres \
   --metrics-dir /var/lib/prometheus/node-exporter
@@ -119,7 +137,7 @@ as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$scratch" -m fast -w stop >/dev/null
 step "env restore: change FEATURE_X, back it up, restore the version before (playbooks/env.yml)"
 ansible-playbook playbooks/env.yml -e project=worb -e action=backup
 before=$(sha256sum "$DEMO_ENV_FILE" | cut -d' ' -f1)
-version=$(codeb-backup env list --project worb --root /opt/codeb/env-backup --json \
+version=$(codeb-backup env list --project worb \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["current"])')
 ansible-playbook playbooks/env.yml -e project=worb -e action=set -e '{"values": {"FEATURE_X": "on"}}'
 ansible-playbook playbooks/env.yml -e project=worb -e action=restore -e "version=$version"
@@ -142,12 +160,52 @@ wait_for 15 "nginx serving the other slot of worb" \
 echo "demo: worb served \"$active_before\" before the rollback, now \"$(curl -fsS -H 'Host: worb.localhost' http://127.0.0.1/)\""
 
 step "status"
+# The status answer reads the jobs' metrics from Prometheus: wait for a scrape of
+# node_exporter that has the rollback's metrics (scrape interval 30 s).
+wait_for 90 "Prometheus scraping the rollback's metrics from node_exporter" bash -c \
+  "curl -fsS 'http://127.0.0.1:9090/api/v1/query?query=count(codeb_backup_last_success_timestamp_seconds)' | grep -q '\"value\"'"
 status_config=$(mktemp)
 trap 'rm -f "$status_config"' EXIT
 cat >"$status_config" <<'JSON'
 {"projects": [{"name": "worb", "team": "demo", "databases": ["worb"], "redis_instance": "redis",
                "env_project": "worb"}]}
 JSON
-codeb-backup status --project worb --config "$status_config" | python3 "$root/scripts/demo_status.py"
+# What the status API would answer: the stores' contents (backup_list), and the job
+# outcomes Prometheus has (backup_status; without a running Prometheus it says so).
+for tool in backup_list backup_status; do
+  codeb-backup status --project worb --tool "$tool" --config "$status_config" >"$status_config.$tool" 2>&1 \
+    || echo "demo: codeb-backup status --tool $tool failed: $(tail -n 3 "$status_config.$tool")"
+done
+python3 - "$status_config" <<'PY'
+import json, sys
+base = sys.argv[1]
+
+
+def rows(value, prefix=''):
+    """(path, text) for every leaf; a list shows how many and its first entry."""
+    if isinstance(value, dict):
+        for key in sorted(value):
+            yield from rows(value[key], prefix + ('.' if prefix else '') + str(key))
+    elif isinstance(value, list):
+        yield prefix, '%d entries' % len(value)
+        if value and isinstance(value[0], dict):
+            first = value[0]
+            yield prefix + '[0]', ', '.join('%s=%s' % (k, first[k]) for k in sorted(first)
+                                            if not isinstance(first[k], (dict, list)))[:100]
+    else:
+        yield prefix, json.dumps(value)
+
+
+for tool in ('backup_list', 'backup_status'):
+    try:
+        with open('%s.%s' % (base, tool)) as handle:
+            answer = json.load(handle)
+    except ValueError:
+        continue
+    print('\n%s of worb:' % tool)
+    for path, text in rows(answer):
+        print('  %-55s %s' % (path, text))
+PY
+rm -f "$status_config".backup_*
 echo
 echo "demo: done in $(($(date +%s) - start)) s. Next: docs/pitr.md, docs/bluegreen.md, codeb-backup --help"
