@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 import testinfra
@@ -36,6 +37,11 @@ def storage():
 @pytest.fixture(scope='session')
 def backup():
     return testinfra.get_host('podman://backup')
+
+
+@pytest.fixture(scope='session')
+def app():
+    return testinfra.get_host('podman://app')
 
 
 _PORTS = {}
@@ -115,3 +121,29 @@ def failure(parsed):
                 if res.get('failed'):
                     return host, task['task']['name'], res
     return None
+
+
+# Polling deadline (not a test time limit) of wait_for.
+DEADLINE = 180
+
+
+def wait_for(what, check, step=None, deadline=DEADLINE, interval=2.0):
+    """Call ``step`` (if any) then ``check`` until ``check`` returns a true value; fail
+    with ``what`` and the last value once ``deadline`` seconds have passed."""
+    end = time.monotonic() + deadline
+    while True:
+        if step:
+            step()
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < end, 'timed out waiting for %s (last: %r)' % (what, value)
+        time.sleep(interval)
+
+
+def cron_job(host, cron_file, marker):
+    """The command of the entry in ``cron_file`` containing ``marker``."""
+    for line in host.file(cron_file).content_string.splitlines():
+        if marker in line and not line.startswith('#'):
+            return line.split(None, 6)[6].replace(' >/dev/null', '')
+    raise AssertionError('no %r entry in %s' % (marker, cron_file))

@@ -8,23 +8,21 @@ monitoring variables; the rules are the role's template as shipped."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 
 import pytest
 import testinfra
 import yaml
 
-from conftest import cluster_port, sql
+from conftest import cluster_port, cron_job, sql, wait_for
 
 PROMETHEUS = 'http://127.0.0.1:9090'
 RULES = '/etc/prometheus/rules/codeb-backup.rules.yml'
 METRICS_DIR = '/var/lib/prometheus/node-exporter'
 CRON_FILE = '/etc/cron.d/codeb-monitoring'
 HOSTS = ('storage', 'backup', 'app')
-# Polling deadlines (not test time limits): the scenario scrapes and evaluates every 5 s
-# and its alerts wait 10 s; a collector run every cycle makes a change visible at once.
-DEADLINE = 180
+# The scenario scrapes and evaluates every 5 s and its alerts wait 10 s; a collector run
+# every cycle makes a change visible at once.
 
 GET = ('python3 -c "import sys, urllib.request; '
        'sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())" %s')
@@ -51,20 +49,6 @@ def _quote(text):
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
-def wait_for(what, check, step=None, deadline=DEADLINE, interval=2.0):
-    """Call ``step`` (if any) then ``check`` until ``check`` returns a true value; fail
-    with ``what`` and the last value once ``deadline`` seconds have passed."""
-    end = time.monotonic() + deadline
-    while True:
-        if step:
-            step()
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < end, 'timed out waiting for %s (last: %r)' % (what, value)
-        time.sleep(interval)
-
-
 def collector_commands(host):
     """The collector's commands exactly as this host's cron file runs them."""
     commands = []
@@ -83,14 +67,6 @@ def collect(host, check=True):
     if check:
         assert result.rc == 0, result.stdout + result.stderr
     return result
-
-
-def cron_job(host, cron_file, marker):
-    """The command of the entry in ``cron_file`` containing ``marker``."""
-    for line in host.file(cron_file).content_string.splitlines():
-        if marker in line and not line.startswith('#'):
-            return line.split(None, 6)[6].replace(' >/dev/null', '')
-    raise AssertionError('no %r entry in %s' % (marker, cron_file))
 
 
 def rule_names(backup):

@@ -21,7 +21,10 @@ ADD = (Option('team', required=True, help='the team the key answers for'),
        KEYS_FILE)
 REVOKE = (Option('id', required=True, help='the id of the key (see api-key list)'), KEYS_FILE)
 LIST = (KEYS_FILE,)
-SERVE = (CONFIG,)
+SERVE = (CONFIG,
+         Option('check', type='bool', default=False,
+                help='only validate the configuration and print what would be served '
+                     '(the role checks a new configuration with this before installing it)'))
 STATUS = (Option('project', required=True, help='the project of the configuration'),
           Option('tool', default='backup_status', choices=('backup_status', 'backup_list'),
                  help='which answer'),
@@ -44,7 +47,12 @@ def _list(args):
 
 
 def _serve(args):
-    config = status_config.load_config(params_from_args(args, SERVE)['config'])
+    params = params_from_args(args, SERVE)
+    config = status_config.load_config(params['config'])
+    if params['check']:
+        return {'changed': False, 'config': params['config'],
+                'listen': '%s:%d' % (config['listen_host'], config['listen_port']),
+                'tls': bool(config['tls_certfile']), 'projects': sorted(config['projects'])}
     try:
         import uvicorn
     except ImportError:

@@ -38,3 +38,18 @@ def test_bad_team_fails_naming_team_and_writes_nothing(capsys, tmp_path):
 def test_missing_config_fails_naming_config(capsys, tmp_path):
     code, result = run(capsys, 'status', '--project', 'worb', '--config', str(tmp_path / 'no.json'))
     assert code == 1 and result['param'] == 'config'
+
+
+def test_serve_api_check_validates_without_serving(capsys, tmp_path):
+    path = tmp_path / 'status-api.json'
+    path.write_text(json.dumps({'listen_port': 8471, 'projects': [{'name': 'worb', 'team': 'worb'}]}))
+    code, result = run(capsys, 'serve-api', '--config', str(path), '--check')
+    assert code == 0 and result['changed'] is False
+    assert result['listen'] == '127.0.0.1:8471' and result['projects'] == ['worb']
+
+
+def test_serve_api_check_names_the_bad_key(capsys, tmp_path):
+    path = tmp_path / 'status-api.json'
+    path.write_text(json.dumps({'listen_port': 'high'}))
+    code, result = run(capsys, 'serve-api', '--config', str(path), '--check')
+    assert code == 1 and result['param'] == 'listen_port'
