@@ -14,7 +14,7 @@ XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --dist loadfile)
 .PHONY: help deps venv demo test unit integration faults sanity lint changelog molecule bench clean
 
 help:
-	@echo "make demo   - install what is missing, then run playbooks/backup.yml on the local inventory"
+	@echo "make demo   - install what is missing, then set up and exercise the whole system on this machine (scripts/demo.sh)"
 	@echo "make test   - install what is missing, then molecule (in the background) + unit + integration + sanity + lint"
 	@echo "make unit | integration | faults | sanity | lint | molecule - one part of 'make test'"
 	@echo "make changelog - lint changelogs/fragments and regenerate CHANGELOG.md from changelogs/"
