@@ -147,6 +147,13 @@ def test_verify_playbook_passes_then_fails_naming_the_damaged_artifact(productio
     assert 'env: passed (2/2' in summary and 'pg_snapshot: passed (2/2' in summary, summary
     assert 'redis: passed (1/1' in summary, summary
     assert out['stats']['localhost']['changed'] == 0
+    # the default kinds of a codeb_backup host without the marker login's password
+    defaults = dict((k, v) for k, v in role_vars.items() if k != 'restore_drill_kinds')
+    rc, out, err = _verify(tmp_path, defaults)
+    assert rc == 0, (err, json.dumps(out)[-3000:])
+    summary = _task(out, "Show each kind's outcome")['msg']
+    assert 'env: passed' in summary and 'redis: passed' in summary, summary
+    assert 'pg_snapshot' not in summary and 'pgbackrest' not in summary, summary
 
     _kind, _target, damaged = _damage_redis(stores)
     rc, out, err = _verify(tmp_path, role_vars)
