@@ -32,6 +32,7 @@ Run as root from the repository root:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -49,6 +50,8 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 from helpers import pgbackrest as pgbackrest_helper  # noqa: E402
 from helpers.servers import PostgresCluster, RedisServer, wait_for  # noqa: E402
 
+from ansible_collections.codeb.backup.plugins.module_utils.drill import pg_snapshot as drill_pg  # noqa: E402
+from ansible_collections.codeb.backup.plugins.module_utils.drill import redis as drill_redis  # noqa: E402
 from ansible_collections.codeb.backup.plugins.module_utils.drill.run import run_drills  # noqa: E402
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest  # noqa: E402
 from ansible_collections.codeb.backup.plugins.module_utils.postgres import pgbackrest as pb  # noqa: E402
@@ -74,6 +77,64 @@ CREATE INDEX IF NOT EXISTS items_name ON items (name);
 ROWS_PER_MB = 1000
 
 
+# --phases: seconds spent in the drill's steps, summed per step over one drill
+PHASES = {}
+
+
+def _timed(module, name, label=None):
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.monotonic()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            key = label or name
+            PHASES[key] = PHASES.get(key, 0.0) + time.monotonic() - start
+    setattr(module, name, wrapper)
+
+
+def _timed_enter(module, name):
+    """A context manager function whose entering (start + load of a server) is timed."""
+    original = getattr(module, name)
+
+    @contextlib.contextmanager
+    def wrapper(*args, **kwargs):
+        start = time.monotonic()
+        with original(*args, **kwargs) as value:
+            PHASES[name + ' (start+load)'] = PHASES.get(name + ' (start+load)', 0.0) + time.monotonic() - start
+            yield value
+    setattr(module, name, wrapper)
+
+
+def profile_phases():
+    for name in ('verify_entry', 'restore_into', 'parse_counts', '_wait_ready'):
+        _timed(drill_pg, name)
+    psql = drill_pg.Connection.psql
+
+    def timed_psql(self, sql, *args, **kwargs):
+        start = time.monotonic()
+        try:
+            return psql(self, sql, *args, **kwargs)
+        finally:
+            key = 'psql: ' + str(kwargs.get('what') or (args[1] if len(args) > 1 else sql[:30]))
+            PHASES[key] = PHASES.get(key, 0.0) + time.monotonic() - start
+    drill_pg.Connection.psql = timed_psql
+    run = drill_pg.process.run
+
+    def timed_run(*args, **kwargs):
+        start = time.monotonic()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            key = 'run: ' + str(kwargs.get('what'))
+            PHASES[key] = PHASES.get(key, 0.0) + time.monotonic() - start
+    drill_pg.process.run = timed_run
+    for name in ('verify_artifact', 'count_keys'):
+        _timed(drill_redis, name)
+    _timed_enter(drill_redis, 'scratch_server')
+
+
 def load():
     with open('/proc/loadavg') as handle:
         return ' '.join(handle.read().split()[:3])
@@ -93,6 +154,7 @@ def sh(argv, **kwargs):
 
 
 def drill(params, kind):
+    PHASES.clear()
     start = time.monotonic()
     result = run_drills(dict(params, kinds=[kind]))
     took = time.monotonic() - start
@@ -248,7 +310,10 @@ def main():
     parser.add_argument('--redis-keys', type=int, default=500000)
     parser.add_argument('--pgbackrest-mb', type=int, default=64, help='data added to the backed-up cluster')
     parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--phases', action='store_true', help="print where each drill's time went")
     args = parser.parse_args()
+    if args.phases:
+        profile_phases()
     args.kinds = [k for k in args.kinds.split(',') if k]
     base = tempfile.mkdtemp(prefix='cdb-')
     env = None
@@ -265,6 +330,9 @@ def main():
                         took, targets = drill(env['params'], kind)
                         extra = ' '.join('%s=%s' % (k, v) for k, v in sorted(targets[0].items())
                                          if k.endswith('_seconds'))
+                        if PHASES:
+                            extra += '\n      phases: ' + ', '.join(
+                                '%s %.2f' % (k, v) for k, v in sorted(PHASES.items(), key=lambda kv: -kv[1]))
                     else:
                         took, extra = RAW[kind](env), ''
                     times.setdefault((kind, who), []).append(took)

@@ -116,7 +116,7 @@ def production_state(storage, backup):
         probe=sql(storage, PROBE_SUM, database='codeb'),
         port=sql(storage, 'SHOW port'), cluster_port=str(cluster_port(storage)),
         archive_mode=sql(storage, 'SHOW archive_mode'),
-        redis_keys=storage.check_output('redis-cli DBSIZE'),
+        redis_keys=storage.check_output("redis-cli --scan --pattern 'codeb:drill:*' | sort | md5sum"),
         sentinel=storage.check_output('redis-cli GET %s' % SENTINEL),
         storage_ports=listening_ports(storage), backup_ports=listening_ports(backup))
 
@@ -186,6 +186,7 @@ def written(storage, backup):
 
 def test_every_kind_passes_after_writes_with_the_cron_entrys_command(storage, backup):
     before = production_state(storage, backup)
+    results = {}
     for name, host in (('storage', storage), ('backup', backup)):
         run, result = run_drill(host)
         assert run.rc == 0 and result and result['failed'] is False, (name, run.stdout[-3000:], run.stderr[-2000:])
@@ -195,10 +196,13 @@ def test_every_kind_passes_after_writes_with_the_cron_entrys_command(storage, ba
             values = [v for (k, _t), v in status.items() if k == kind]
             assert values and all(v == 1 for v in values), (name, kind, status)
         assert scratch_processes(host) == {} and scratch_left(host) == [], name
-    pg = {t['target']: t for t in run_drill(storage)[1]['kinds']['pg_snapshot']['targets']}
+        results[name] = result['kinds']
+    pg = {t['target']: t for t in results['storage']['pg_snapshot']['targets']}
     assert pg['codeb']['ok'], pg
-    redis = run_drill(backup)[1]['kinds']['redis']['targets'][0]
-    assert all(s['sentinel_key'] == 'present' for s in redis['snapshots']), redis
+    redis = results['backup']['redis']['targets'][0]
+    assert redis['snapshots'] and all(s['sentinel_key'] == 'present' for s in redis['snapshots']), redis
+    pgbackrest = results['backup']['pgbackrest']['targets'][0]
+    assert pgbackrest['ok'] and pgbackrest['recovery_stopped_at'], pgbackrest
     assert production_state(storage, backup) == before
 
 
