@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import time
 
 import pytest
 
 from conftest import cluster_port, failure, run_playbook, sql, task_results
+from test_50_monitoring import wait_for
 
 CRON = '/etc/cron.d/codeb-restore-drill'
 METRICS_DIR = '/var/lib/prometheus/node-exporter'
@@ -25,22 +25,30 @@ ARCHIVE = '/opt/codeb/pgbackrest/archive/codeb'
 SENTINEL = 'codeb:drill:sentinel'  # molecule.yml's restore_drill_redis_sentinel_key
 ASIDE = '/root/drill-test-aside'
 KINDS = {'backup': ['env', 'pgbackrest', 'redis'], 'storage': ['pg_snapshot']}
-DEADLINE = 180  # seconds a polled condition may take (not a test time limit)
 PROBE_SUM = "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM drill_probe"
 
 # pids of the processes whose command line names the scratch path, and what is left below
 # it besides the lock files and the empty per-kind directories (the path comes from the
 # environment, so the checker's own command line does not name it)
-_PROCS = r'''
+_SCAN = r'''
 import os
-for pid in os.listdir("/proc"):
-    try:
-        cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
-        comm = open("/proc/%s/comm" % pid).read().strip()
-    except (OSError, ValueError):
-        continue
-    if os.environ["SCRATCH"] in cmd:
-        print(pid, comm)
+
+
+def scratch_procs(scratch, exclude=None):
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
+            comm = open("/proc/%s/comm" % pid).read().strip()
+        except (OSError, ValueError):
+            continue
+        if scratch in cmd and pid != str(exclude):
+            found[pid] = comm
+    return found
+'''
+_PROCS = _SCAN + '''
+for pid, comm in scratch_procs(os.environ["SCRATCH"]).items():
+    print(pid, comm)
 '''
 _LEFT = r'''
 import os
@@ -66,16 +74,6 @@ def scratch_processes(host):
 
 def scratch_left(host):
     return _python(host, _LEFT).split()
-
-
-def wait_for(what, check, deadline=DEADLINE, interval=0.5):
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < end, 'timed out waiting for %s (last: %r)' % (what, value)
-        time.sleep(interval)
 
 
 def drill_command(host):
@@ -147,7 +145,7 @@ def _archived(storage, segment):
 def switch_wal(storage):
     """Close the current WAL segment and wait until it is in the repository; its name."""
     segment = sql(storage, 'SELECT pg_walfile_name(pg_switch_wal())')
-    wait_for('WAL segment %s archived' % segment, lambda: _archived(storage, segment))
+    wait_for('WAL segment %s archived' % segment, lambda: _archived(storage, segment), interval=0.5)
     return segment
 
 
@@ -310,22 +308,16 @@ def test_damaged_artifact_fails_exactly_its_kind_and_production_is_untouched(sto
 
 # Inside the host (polling through `podman exec` is too slow for a drill of a few seconds):
 # start the drill in its own session, wait until a scratch server runs, SIGKILL the drill.
-_KILL = r'''
-import json, os, signal, subprocess, sys, time
+_KILL = _SCAN + r'''
+import json, signal, subprocess, sys, time
 scratch, command, deadline = os.environ["SCRATCH"], sys.argv[1], time.monotonic() + 180
 drill = subprocess.Popen(["/bin/sh", "-c", "exec " + command], start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=open("/root/drill-killed.err", "w"))
 servers = {}
 while not servers:
-    for pid in os.listdir("/proc"):
-        try:
-            cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
-            comm = open("/proc/%s/comm" % pid).read().strip()
-        except (OSError, ValueError):
-            continue
-        if scratch in cmd and comm in ("postgres", "redis-server") and int(pid) != drill.pid:
-            servers[pid] = comm
-    if drill.poll() is not None:
+    servers = dict((pid, comm) for pid, comm in scratch_procs(scratch, drill.pid).items()
+                   if comm in ("postgres", "redis-server"))
+    if not servers and drill.poll() is not None:
         sys.exit("the drill ended (rc %s) before a scratch server ran: %s"
                  % (drill.returncode, open("/root/drill-killed.err").read()[-2000:]))
     if time.monotonic() > deadline:
@@ -353,7 +345,8 @@ def test_drill_killed_mid_restore_is_cleaned_up_by_the_next(storage, backup, hos
     assert cleaned and (cleaned.get('removed') or cleaned.get('stopped')), (killed, cleaned)
     if kind == 'pgbackrest':  # pg_ctl's cluster outlives the drill; the next run stops it
         assert set(killed['servers']) & {str(p) for p in cleaned['stopped']}, (killed, cleaned)
-    wait_for('no scratch process left on %s' % host_name, lambda: scratch_processes(host) == {})
+    wait_for('no scratch process left on %s' % host_name, lambda: scratch_processes(host) == {},
+             interval=0.5)
     assert scratch_left(host) == []
     status = drill_status(host)
     assert all(v == 1 for v in status.values()), status
