@@ -304,7 +304,7 @@ RAW = dict(pg_snapshot=lambda env: raw_pg_snapshot(env['pg'], env['pg_store']),
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--kinds', default='pg_snapshot,redis,pgbackrest')
     parser.add_argument('--pg-mb', type=int, default=256, help='size of the snapshotted database')
     parser.add_argument('--redis-keys', type=int, default=500000)
@@ -319,8 +319,8 @@ def main():
     env = None
     try:
         env = setup(args, base)
-        print('sizes: %s   load %s' % (json.dumps({k: '%.0f MiB' % (v / 2 ** 20) for k, v in env['sizes'].items()}),
-                                          load()), flush=True)
+        sizes = json.dumps({k: '%.0f MiB' % (v / 2 ** 20) for k, v in env['sizes'].items()})
+        print('sizes: %s   load %s' % (sizes, load()), flush=True)
         times = {}
         for rnd in range(args.rounds):
             for kind in args.kinds:

@@ -16,7 +16,8 @@ import yaml
 
 from helpers.ansible_runner import ROOT, run_playbook
 from helpers.sshd import cli_wrapper
-from integration.test_drill import (  # noqa: F401 (fixtures)
+# production and stores are test_drill's fixtures, used here by name
+from integration.test_drill import (  # noqa: F401 pylint: disable=unused-import
     DATABASES, ENV_TARGETS, INSTANCE, SENTINEL, _damage_redis, _scratch_left, _scratch_processes,
     _status, production, stores)
 
