@@ -17,7 +17,7 @@ from test_50_monitoring import wait_for
 
 CRON = '/etc/cron.d/codeb-restore-drill'
 METRICS_DIR = '/var/lib/prometheus/node-exporter'
-SCRATCH = '/opt/codeb/drill-scratch'
+SCRATCH = '/var/lib/codeb-drill-scratch'  # the role's default
 PG_SNAPSHOTS = '/opt/codeb/db-backup/postgresql'
 REDIS_STORE = '/opt/codeb/db-backup/redis'
 ENV_STORE = '/opt/codeb/env-backup'
