@@ -145,4 +145,3 @@ def test_a_missing_wal_segment_fails_the_drill_naming_it(primary, drill_dirs):
     assert values['codeb_backup_drill_checks_failed'] >= 1
     assert _scratch_left(drill_dirs['scratch']) == []
     assert _scratch_processes(drill_dirs['scratch']) == []
-
