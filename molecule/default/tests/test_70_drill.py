@@ -42,7 +42,8 @@ def scratch_procs(scratch, exclude=None):
             comm = open("/proc/%s/comm" % pid).read().strip()
         except (OSError, ValueError):
             continue
-        if scratch in cmd and pid != str(exclude):
+        # not the checker itself nor the shell that started it (its command line sets SCRATCH)
+        if scratch in cmd and int(pid) not in (exclude, os.getpid(), os.getppid()):
             found[pid] = comm
     return found
 '''
