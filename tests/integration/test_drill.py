@@ -322,6 +322,8 @@ def test_leftover_scratch_server_of_a_killed_run_is_stopped(production, stores):
     (dict(env_targets=['worb']), 'env_targets'),
     (dict(redis_instance='a/b'), 'redis_instance'),
     (dict(scratch_path='relative/dir'), 'scratch_path'),
+    # the restored clusters' sockets below it would exceed the 107 bytes of a socket path
+    (dict(scratch_path='/tmp/codeb-drill-' + 'x' * 40), 'scratch_path'),
     (dict(scratch_reserve_mb=-1), 'scratch_reserve_mb'),
     (dict(kinds=['pgbackrest']), 'pgbackrest_stanza'),
     (dict(kinds=['pgbackrest'], pgbackrest_stanza='../x'), 'pgbackrest_stanza'),

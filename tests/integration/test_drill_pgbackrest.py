@@ -16,6 +16,7 @@ from helpers.pgbackrest import archiving_cluster as archiving_cluster_in
 from helpers.servers import wait_for
 from integration.test_drill import _scratch_left, _scratch_processes, _status
 
+from ansible_collections.codeb.backup.plugins.module_utils.drill import pgbackrest as drill_pgbackrest
 from ansible_collections.codeb.backup.plugins.module_utils.drill.run import run_drills
 from ansible_collections.codeb.backup.plugins.module_utils.postgres import pgbackrest as pb
 from ansible_collections.codeb.backup.plugins.module_utils.postgres import pitr
@@ -91,6 +92,32 @@ def test_killed_pgbackrest_drill_leaves_a_cluster_the_next_run_stops(primary, dr
     assert set(left) & set(cleaned['stopped']) and cleaned['removed'], cleaned
     wait_for(lambda: _scratch_processes(drill_dirs['scratch']) == [], 30,
              'the leftover scratch cluster to exit')
+    assert _scratch_left(drill_dirs['scratch']) == []
+
+
+def test_marker_login_that_is_not_a_superuser_still_drills(primary, drill_dirs):
+    """The login writing the markers on the primary needs no superuser (the role creates
+    it with CREATE on the marker database and EXECUTE on pg_switch_wal); the restored
+    cluster is checked as its superuser, not as that login (pg_amcheck installs amcheck)."""
+    primary.psql(drill_pgbackrest._MARKER_SQL)  # pylint: disable=protected-access
+    primary.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'drill_login') THEN "
+                 "CREATE ROLE drill_login LOGIN PASSWORD 'drill-login-secret'; END IF; END $$;"
+                 'GRANT CREATE ON DATABASE postgres TO drill_login;'
+                 'GRANT EXECUTE ON FUNCTION pg_catalog.pg_switch_wal() TO drill_login;'
+                 'GRANT USAGE, CREATE ON SCHEMA codeb_drill TO drill_login;'
+                 'GRANT SELECT, INSERT ON codeb_drill.marker TO drill_login;'
+                 'GRANT USAGE ON SEQUENCE codeb_drill.marker_id_seq TO drill_login')
+    password = os.path.join(drill_dirs['scratch'] + '-pw')
+    with open(password, 'w') as handle:
+        handle.write('drill-login-secret\n')
+    os.chmod(password, 0o600)
+    params = dict(_params(primary, drill_dirs), pgbackrest_primary_host='127.0.0.1',
+                  pgbackrest_primary_user='drill_login', pgbackrest_primary_password_file=password)
+    params.pop('pgbackrest_primary_unix_socket')
+    result = run_drills(params)
+    assert result['failed'] is False, result['msg']
+    target = result['kinds']['pgbackrest']['targets'][0]
+    assert target['ok'] and target['recovery_stopped_at'], target
     assert _scratch_left(drill_dirs['scratch']) == []
 
 

@@ -31,6 +31,11 @@ DEFAULT_PROTECTED_PATHS = ('/var/lib/postgresql', '/var/lib/redis', '/etc/postgr
 DEFAULT_RESERVE_MB = 256
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_LOCK_TIMEOUT = 60.0
+# The deepest socket below the scratch path is the restored pgbackrest cluster's, in its
+# data directory: {scratch}/pgbackrest/pgbackrest-<12 hex>/data/.s.PGSQL.5432. A unix
+# socket path holds at most 107 bytes; a longer one fails only when the cluster starts.
+_DEEPEST_SOCKET = len('/pgbackrest/pgbackrest-%s/data/.s.PGSQL.5432' % ('0' * 12))
+MAX_SCRATCH_PATH = 107 - _DEEPEST_SOCKET
 
 # The primary the pgbackrest drill writes its marker rows on: the connection options of
 # every PostgreSQL job, under a prefix (the scratch cluster is reached by its own socket).
@@ -124,6 +129,10 @@ def check_options(params):
     p['kinds'] = [kind for kind in KINDS if kind in kinds]
     for name in ('scratch_path', 'pg_backup_dir', 'redis_backup_dir', 'env_root', 'pg_bin_dir'):
         p[name] = _absolute(p, name)
+    if len(p['scratch_path'].encode()) > MAX_SCRATCH_PATH:
+        raise BackupError('scratch_path %s is too long: the scratch servers\' sockets below it '
+                          'need it to be at most %d bytes' % (p['scratch_path'], MAX_SCRATCH_PATH),
+                          param='scratch_path')
     if p.get('pg_scratch_socket'):
         p['pg_scratch_socket'] = _absolute(p, 'pg_scratch_socket')
     p['protected_paths'] = [os.path.normpath(path) for path in _flat(p['protected_paths'])]

@@ -27,6 +27,8 @@ from ansible_collections.codeb.backup.plugins.module_utils.drill.scratch import 
 # The restored cluster listens on no TCP address (pitr's scratch configuration), only on a
 # socket in its own data directory: no port of the host can clash with it.
 SCRATCH_PORT = 5432
+# The bootstrap superuser of a Debian cluster, and so of the restored copy.
+SCRATCH_SUPERUSER = 'postgres'
 MARKER_TABLE = 'codeb_drill.marker'
 _MARKER_SQL = (
     'CREATE SCHEMA IF NOT EXISTS codeb_drill; '
@@ -111,7 +113,7 @@ def drill(p, scratch, _env, stanza, job):
         if restored is not None:
             result.update(recovery_stopped_at=restored.get('recovery_stopped_at'),
                           timeline=restored.get('timeline'))
-            failed += _check_scratch(p, data, db, marker, after, artifact, primary)
+            failed += _check_scratch(p, data, db, marker, after, artifact)
     finally:
         _stop(p, data, repo_user)
     verify = pb.pgbackrest('verify', stanza, repo_user, config, check=False,
@@ -147,9 +149,11 @@ def _missing_segment(log_text):
     return '%s%08X%08X' % (timeline, log, seg)
 
 
-def _check_scratch(p, data, db, marker, after, artifact, primary):
+def _check_scratch(p, data, db, marker, after, artifact):
+    # As the restored cluster's superuser (its socket trusts local connections): the marker
+    # login need not be one, and pg_amcheck --install-missing creates the extension.
     conn = Connection(dict(login_unix_socket=data, login_port=SCRATCH_PORT,
-                           login_user=primary.params['login_user'], pg_bin_dir=p['pg_bin_dir']))
+                           login_user=SCRATCH_SUPERUSER, pg_bin_dir=p['pg_bin_dir']))
     failed = []
     rows = conn.psql('SELECT id FROM %s WHERE id IN (%d, %d) ORDER BY id'
                      % (MARKER_TABLE, marker, after), db, what='reading the drill markers')
