@@ -102,8 +102,11 @@ def container():
         volumes += ['-v', '%s:%s:ro' % (path, path)]
     podman('network', 'create', NAME)
     try:
+        # DAC_READ_SEARCH: the status API service reads the root-only stores with it alone,
+        # and podman does not grant it to a container by default
         podman('run', '-d', '--name', NAME, '--hostname', NAME, '--network', NAME,
-               '--systemd=always', *volumes, image, '/lib/systemd/systemd')
+               '--cap-add', 'DAC_READ_SEARCH', '--systemd=always', *volumes, image,
+               '/lib/systemd/systemd')
 
         def booted():
             state = podman('exec', NAME, 'systemctl', 'is-system-running', check=False).stdout.strip()
