@@ -72,3 +72,15 @@ def run_module(module, args, check=False, diff=False, env=None):
         return out['plays'][0]['tasks'][0]['hosts']['localhost']
     except (KeyError, IndexError, TypeError):
         raise AssertionError('no module result; stderr: %s' % stderr)
+
+
+def apply_role(tmp_path, role, role_vars, check=False, diff=False):
+    """Apply ``codeb.backup.<role>`` to localhost with ``role_vars`` as extra vars, through a
+    play written to ``tmp_path``; return what :func:`run_playbook` returns."""
+    play = [{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
+             'vars': {'ansible_python_interpreter': sys.executable},
+             'roles': [{'role': 'codeb.backup.' + role}]}]
+    path = os.path.join(str(tmp_path), 'play-%s.yml' % role)
+    with open(path, 'w') as handle:
+        json.dump(play, handle)
+    return run_playbook(path, inventory='localhost,', extra_vars=role_vars, check=check, diff=diff)

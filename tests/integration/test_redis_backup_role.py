@@ -15,7 +15,7 @@ import yaml
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
-from helpers.ansible_runner import ROOT, run_playbook
+from helpers.ansible_runner import ROOT, apply_role, run_playbook
 from helpers.servers import RedisServer
 from helpers.sshd import SshServer, cli_wrapper
 
@@ -37,13 +37,6 @@ def _role_vars(server, tmp_path, **extra):
     }, **extra)
 
 
-def _apply_role(tmp_path, role_vars, check=False):
-    play = [{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
-             'vars': {'ansible_python_interpreter': sys.executable},
-             'roles': [{'role': 'codeb.backup.redis_backup'}]}]
-    path = tmp_path / 'play.yml'
-    path.write_text(yaml.safe_dump(play))
-    return run_playbook(str(path), inventory='localhost,', extra_vars=role_vars, check=check)
 
 
 def test_role_templates_applies_live_installs_cron_and_is_idempotent(redis_factory, tmp_path):
@@ -55,7 +48,7 @@ def test_role_templates_applies_live_installs_cron_and_is_idempotent(redis_facto
         handle.write('\n\n'.join(['# redis.conf as packaged'] + lines) + '\n')
     (tmp_path / 'cron.d').mkdir()
     role_vars = _role_vars(server, tmp_path)
-    rc, out, err = _apply_role(tmp_path, role_vars)
+    rc, out, err = apply_role(tmp_path, 'redis_backup', role_vars)
     assert rc == 0, (err, json.dumps(out)[-3000:])
     assert out['stats']['localhost']['changed'] >= 5
     live = server.client().config_get('*')
@@ -75,7 +68,7 @@ def test_role_templates_applies_live_installs_cron_and_is_idempotent(redis_facto
     assert stat.S_IMODE(os.stat(pw).st_mode) == 0o600 and pw.read_text() == 'role-secret\n'
     assert 'role-secret' not in json.dumps(out)
 
-    rc, out, err = _apply_role(tmp_path, role_vars)
+    rc, out, err = apply_role(tmp_path, 'redis_backup', role_vars)
     assert rc == 0, err
     assert out['stats']['localhost']['changed'] == 0, 'second run must report changed=0'
 
@@ -91,11 +84,11 @@ def test_role_empty_save_list_renders_save_off(redis_factory, tmp_path):
     server = redis_factory(appendonly=True, extra_config={'save': '3600 1'})
     (tmp_path / 'cron.d').mkdir()
     role_vars = _role_vars(server, tmp_path, redis_backup_save=[])
-    checked_rc, checked, err = _apply_role(tmp_path, role_vars, check=True)
+    checked_rc, checked, err = apply_role(tmp_path, 'redis_backup', role_vars, check=True)
     assert checked_rc == 0, err
     assert server.client().config_get('save')['save'] == '3600 1', 'check mode changed nothing'
     assert not (tmp_path / 'codeb-persistence.conf').exists()
-    rc, out, err = _apply_role(tmp_path, role_vars)
+    rc, out, err = apply_role(tmp_path, 'redis_backup', role_vars)
     assert rc == 0, err
     assert 'save ""\n' in (tmp_path / 'codeb-persistence.conf').read_text()
     assert server.client().config_get('save')['save'] == ''

@@ -14,7 +14,7 @@ import sys
 
 import yaml
 
-from helpers.ansible_runner import ROOT, run_playbook
+from helpers.ansible_runner import ROOT, apply_role, run_playbook
 from helpers.sshd import cli_wrapper
 # production and stores are test_drill's fixtures, used here by name
 from integration.test_drill import (  # noqa: F401 pylint: disable=unused-import
@@ -40,13 +40,6 @@ def _role_vars(stores, tmp_path, **extra):
     }, **extra)
 
 
-def _apply_role(tmp_path, role_vars, check=False):
-    play = [{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
-             'vars': {'ansible_python_interpreter': sys.executable},
-             'roles': [{'role': 'codeb.backup.restore_drill'}]}]
-    path = tmp_path / 'play.yml'
-    path.write_text(yaml.safe_dump(play))
-    return run_playbook(str(path), inventory='localhost,', extra_vars=role_vars, check=check)
 
 
 def _cron_entries(path):
@@ -68,12 +61,12 @@ def _run_cron_command(command):
 def test_role_installs_a_weekly_entry_whose_command_passes_and_is_idempotent(production, stores, tmp_path):
     (tmp_path / 'cron.d').mkdir()
     role_vars = _role_vars(stores, tmp_path)
-    rc, out, err = _apply_role(tmp_path, role_vars, check=True)
+    rc, out, err = apply_role(tmp_path, 'restore_drill', role_vars, check=True)
     assert rc == 0, (err, json.dumps(out)[-3000:])
     assert out['stats']['localhost']['changed'] >= 1, 'check mode must predict the changes'
     assert not os.path.exists(role_vars['restore_drill_cron_file'])
 
-    rc, out, err = _apply_role(tmp_path, role_vars)
+    rc, out, err = apply_role(tmp_path, 'restore_drill', role_vars)
     assert rc == 0, (err, json.dumps(out)[-3000:])
     [(schedule, user, command)] = _cron_entries(role_vars['restore_drill_cron_file'])
     assert schedule == ['30', '4', '*', '*', '0'] and user == 'root', schedule
@@ -89,13 +82,13 @@ def test_role_installs_a_weekly_entry_whose_command_passes_and_is_idempotent(pro
     assert all(values['codeb_backup_last_status'] == 1 for values in status.values()), status
     assert _scratch_left(stores['scratch']) == [] and _scratch_processes(stores['scratch']) == []
 
-    rc, out, err = _apply_role(tmp_path, role_vars)
+    rc, out, err = apply_role(tmp_path, 'restore_drill', role_vars)
     assert rc == 0, err
     assert out['stats']['localhost']['changed'] == 0, 'second run must report changed=0'
-    rc, out, err = _apply_role(tmp_path, role_vars, check=True)
+    rc, out, err = apply_role(tmp_path, 'restore_drill', role_vars, check=True)
     assert rc == 0 and out['stats']['localhost']['changed'] == 0, err
 
-    rc, out, err = _apply_role(tmp_path, dict(role_vars, restore_drill_enabled=False))
+    rc, out, err = apply_role(tmp_path, 'restore_drill', dict(role_vars, restore_drill_enabled=False))
     assert rc == 0, err
     # the cron module removes a cron file left without entries
     assert not os.path.exists(role_vars['restore_drill_cron_file'])
@@ -110,7 +103,7 @@ def test_every_snapshot_weekday_restores_every_kept_snapshot_that_day_only(produ
         role_vars = _role_vars(stores, tmp_path, restore_drill_kinds=['pg_snapshot'],
                                restore_drill_cron_weekday='*',
                                restore_drill_pg_every_snapshot_weekday=weekday)
-        rc, out, err = _apply_role(tmp_path, role_vars)
+        rc, out, err = apply_role(tmp_path, 'restore_drill', role_vars)
         assert rc == 0, (err, json.dumps(out)[-3000:])
         [(schedule, _user, command)] = _cron_entries(role_vars['restore_drill_cron_file'])
         assert schedule[4] == '*'

@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 
-import yaml
 
 from ansible_collections.codeb.backup.plugins.module_utils import cli
 from ansible_collections.codeb.backup.plugins.module_utils.status.config import load_config
-from helpers.ansible_runner import run_playbook
+from helpers.ansible_runner import apply_role
 from helpers.sshd import cli_wrapper
 
 PROJECTS = [{'name': 'worb', 'team': 'worb', 'databases': ['worb'], 'redis_instance': 'redis'},
@@ -38,14 +36,6 @@ def _role_vars(tmp_path, **extra):
     }, **extra)
 
 
-def _apply(tmp_path, role_vars, check=False, diff=False):
-    play = [{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
-             'vars': {'ansible_python_interpreter': sys.executable},
-             'roles': [{'role': 'codeb.backup.status_api'}]}]
-    path = tmp_path / 'play.yml'
-    path.write_text(yaml.safe_dump(play))
-    return run_playbook(str(path), inventory='localhost,', extra_vars=role_vars, check=check,
-                        diff=diff)
 
 
 def _changed_tasks(out):
@@ -58,12 +48,12 @@ def test_role_installs_a_config_the_service_loads_and_a_key_store_once(tmp_path,
     config_path = tmp_path / 'etc' / 'status-api.json'
     keys_file = tmp_path / 'etc' / 'status-api-keys.json'
 
-    rc, out, err = _apply(tmp_path, role_vars, check=True, diff=True)
+    rc, out, err = apply_role(tmp_path, 'status_api', role_vars, check=True, diff=True)
     assert rc == 0, (err, json.dumps(out)[-3000:])
     assert 'Write the configuration (checked by serve-api --check first)' in _changed_tasks(out)
     assert not (tmp_path / 'etc').exists(), 'check mode wrote files'
 
-    rc, out, err = _apply(tmp_path, role_vars)
+    rc, out, err = apply_role(tmp_path, 'status_api', role_vars)
     assert rc == 0, (err, json.dumps(out)[-3000:])
     config = load_config(str(config_path))
     assert config['listen_port'] == 8471 and config['keys_file'] == str(keys_file)
@@ -79,7 +69,7 @@ def test_role_installs_a_config_the_service_loads_and_a_key_store_once(tmp_path,
     assert cli.main(['api-key', 'add', '--team', 'worb', '--role', 'viewer',
                      '--keys-file', str(keys_file)]) == 0
     added = json.loads(capsys.readouterr().out)
-    rc, out, err = _apply(tmp_path, role_vars)
+    rc, out, err = apply_role(tmp_path, 'status_api', role_vars)
     assert rc == 0, err
     assert out['stats']['localhost']['changed'] == 0, _changed_tasks(out)
     assert [record['id'] for record in json.loads(keys_file.read_text())['keys']] == [added['id']]
@@ -87,12 +77,12 @@ def test_role_installs_a_config_the_service_loads_and_a_key_store_once(tmp_path,
 
 def test_bad_configuration_is_refused_before_it_is_installed(tmp_path):
     good = _role_vars(tmp_path)
-    rc, _out, err = _apply(tmp_path, good)
+    rc, _out, err = apply_role(tmp_path, 'status_api', good)
     assert rc == 0, err
     before = (tmp_path / 'etc' / 'status-api.json').read_bytes()
 
     bad = _role_vars(tmp_path, status_api_projects=[{'name': 'worb', 'team': 'team_with_underscore'}])
-    rc, out, _err = _apply(tmp_path, bad)
+    rc, out, _err = apply_role(tmp_path, 'status_api', bad)
     assert rc != 0
     failed = [task['hosts']['localhost'] for play in out['plays'] for task in play['tasks']
               if task['hosts']['localhost'].get('failed')]
