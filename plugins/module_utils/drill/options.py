@@ -116,6 +116,15 @@ def _flat(values):
     return result
 
 
+def check_scratch_length(path):
+    """Refuse a scratch path too long for the sockets of the servers below it."""
+    if len(path.encode()) > MAX_SCRATCH_PATH:
+        raise BackupError('scratch_path %s is too long: the scratch servers\' sockets below it '
+                          'need it to be at most %d bytes' % (path, MAX_SCRATCH_PATH),
+                          param='scratch_path')
+    return path
+
+
 def check_options(params):
     """Validate every option; return a normalised copy. Runs before any drill starts."""
     p = dict((option.name, option.default) for option in OPTIONS)
@@ -129,10 +138,6 @@ def check_options(params):
     p['kinds'] = [kind for kind in KINDS if kind in kinds]
     for name in ('scratch_path', 'pg_backup_dir', 'redis_backup_dir', 'env_root', 'pg_bin_dir'):
         p[name] = _absolute(p, name)
-    if len(p['scratch_path'].encode()) > MAX_SCRATCH_PATH:
-        raise BackupError('scratch_path %s is too long: the scratch servers\' sockets below it '
-                          'need it to be at most %d bytes' % (p['scratch_path'], MAX_SCRATCH_PATH),
-                          param='scratch_path')
     if p.get('pg_scratch_socket'):
         p['pg_scratch_socket'] = _absolute(p, 'pg_scratch_socket')
     p['protected_paths'] = [os.path.normpath(path) for path in _flat(p['protected_paths'])]

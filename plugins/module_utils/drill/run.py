@@ -15,7 +15,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import (
 from ansible_collections.codeb.backup.plugins.module_utils.job import Job
 from ansible_collections.codeb.backup.plugins.module_utils.drill import env, pg_snapshot, pgbackrest, redis
 from ansible_collections.codeb.backup.plugins.module_utils.drill.options import (
-    METRIC_KIND, check_options)
+    METRIC_KIND, check_options, check_scratch_length)
 from ansible_collections.codeb.backup.plugins.module_utils.drill.scratch import (
     Scratch, check_scratch_path)
 
@@ -27,7 +27,9 @@ def run_drills(params):
     result with ``failed`` True if any target or kind failed."""
     began = time.monotonic()
     p = check_options(params)
+    # a production directory is the refusal that matters most: say it first
     check_scratch_path(p['scratch_path'], p['protected_paths'])
+    check_scratch_length(p['scratch_path'])
     kinds = dict((kind, _run_kind(kind, p)) for kind in p['kinds'])
     bad = ['%s %s: %s' % (kind, t['target'], t['error'])
            for kind, result in kinds.items() for t in result['targets'] if not t['ok']]
