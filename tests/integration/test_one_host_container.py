@@ -38,7 +38,7 @@ def _env():
 
 def podman(*args, check=True, timeout=300):
     proc = subprocess.run(['podman'] + list(args), env=_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, timeout=timeout)
+                          stderr=subprocess.PIPE, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError('podman %s failed (rc %d):\n%s\n%s'
                              % (' '.join(args), proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:]))
