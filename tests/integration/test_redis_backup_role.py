@@ -37,8 +37,6 @@ def _role_vars(server, tmp_path, **extra):
     }, **extra)
 
 
-
-
 def test_role_templates_applies_live_installs_cron_and_is_idempotent(redis_factory, tmp_path):
     server = redis_factory(appendonly=False, password='role-secret')
     # Shaped like Debian's redis.conf: directives separated by blank lines and comments

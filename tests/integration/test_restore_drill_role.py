@@ -40,8 +40,6 @@ def _role_vars(stores, tmp_path, **extra):
     }, **extra)
 
 
-
-
 def _cron_entries(path):
     """``[(schedule fields, user, command)]`` of a cron.d file."""
     entries = []

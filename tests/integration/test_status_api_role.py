@@ -36,8 +36,6 @@ def _role_vars(tmp_path, **extra):
     }, **extra)
 
 
-
-
 def _changed_tasks(out):
     return [task['task']['name'].split(' : ', 1)[-1] for play in out['plays'] for task in play['tasks']
             if task['hosts']['localhost'].get('changed')]
