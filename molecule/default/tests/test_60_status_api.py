@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import _quote, cron_job, failure, run_playbook, task_results, wait_for
+from conftest import _quote, cron_job, failure, run_playbook, sql, task_results, wait_for
 from test_50_monitoring import collect, query
 
 SERVICE = 'codeb-status-api'
@@ -95,7 +95,13 @@ def test_service_runs_hardened_as_its_own_user(backup):
 def test_backup_status_of_a_real_project_agrees_with_prometheus_and_the_host_command(
         storage, backup, app, keys):
     # fresh facts of every kind: a pg_snapshot of worb and a Redis RDB+AOF snapshot on
-    # storage (their cron commands), two env versions in the backup host's store
+    # storage (their cron commands), two env versions in the backup host's store. The
+    # scenario's cluster has no database worb: the project's database, with some rows.
+    if sql(storage, "SELECT count(*) FROM pg_database WHERE datname = 'worb'") == '0':
+        sql(storage, 'CREATE DATABASE worb')
+    sql(storage, 'CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, note text); '
+                 "INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 100) g "
+                 'ON CONFLICT DO NOTHING', database='worb')
     storage.check_output(cron_job(storage, '/etc/cron.d/codeb-pg-snapshot', '--state present --database worb '))
     storage.check_output(cron_job(storage, '/etc/cron.d/codeb-redis-backup', 'redis-snapshot'))
     for value in ('one', 'two'):
