@@ -7,14 +7,21 @@ a docroot whose index.html is the deployed version. Everything is stopped by PID
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
-from helpers.servers import free_port, wait_for
+import yaml
+
+from helpers.ansible_runner import ROOT, run_playbook
+from helpers.servers import RedisServer, free_port, wait_for
 
 NGINX = '/usr/sbin/nginx'
 
@@ -130,3 +137,181 @@ class Nginx(object):
             self.proc.terminate()
             self.proc.wait(30)
         self.proc = None
+
+
+# --- a blue-green site: what deploy.yml and rollback.yml are tested on (and AWX's rollback template)
+
+DEPLOY = os.path.join(ROOT, 'playbooks', 'deploy.yml')
+ROLLBACK = os.path.join(ROOT, 'playbooks', 'rollback.yml')
+
+# The user's deploy hook: "install" the release into the slot's docroot and run its
+# migration (a SQL statement per version) against the project's database.
+HOOK = [
+    {'name': 'Install the release into the slot',
+     'ansible.builtin.copy': {'content': '{{ deploy_version }}\n',
+                              'dest': '{{ test_app_root }}/{{ deploy_slot }}/index.html',
+                              'mode': '0644'}},
+    {'name': 'Run the release migration',
+     'ansible.builtin.command': {'argv': ['{{ test_psql }}', '-X', '-v', 'ON_ERROR_STOP=1',
+                                          '-h', '{{ test_pg_socket }}', '-p', '{{ test_pg_port }}',
+                                          '-U', 'postgres', '-d', '{{ test_database }}',
+                                          '-c', '{{ test_migrations[deploy_version] }}']},
+     'when': 'deploy_version in test_migrations', 'changed_when': True},
+    {'name': 'Write the release ENV file',
+     'ansible.builtin.copy': {'content': 'MODE={{ deploy_version }}\n', 'dest': '{{ test_env_file }}',
+                              'mode': '0600'}},
+]
+
+MIGRATIONS = {
+    'v1': "CREATE TABLE items (id int PRIMARY KEY, name text); "
+          "INSERT INTO items VALUES (1, 'one'), (2, 'two')",
+    'v2': "ALTER TABLE items ADD COLUMN price int DEFAULT 5; "
+          "UPDATE items SET name = upper(name); INSERT INTO items VALUES (3, 'THREE', 7)",
+    'vbad': "UPDATE items SET nosuchcolumn = 1",
+}
+
+
+class Site(object):
+    """A blue-green project on real nginx, two apps, Redis and the given PostgreSQL, set up
+    by the bluegreen role; ``deploy``/``play`` run the playbooks against it."""
+    def __init__(self, pg_cluster, project):
+        self.base = tempfile.mkdtemp(prefix='codeb-test-bg-')
+        os.chmod(self.base, 0o755)
+        self.project = project
+        self.pg = pg_cluster
+        self.database = project
+        pg_cluster.create_database(self.database)
+        self.apps = {slot: App(os.path.join(self.base, 'apps', slot)) for slot in ('blue', 'green')}
+        for slot, app in self.apps.items():
+            app.deploy('empty-%s' % slot)
+        self.nginx = Nginx(os.path.join(self.base, 'nginx'))
+        self.port = free_port()
+        # a Redis that a restore may stop and start again (daemonized, found by its pidfile)
+        redis_base = os.path.join(self.base, 'redis')
+        os.makedirs(redis_base)
+        self.redis_pidfile = os.path.join(redis_base, 'redis.pid')
+        self.redis = RedisServer(redis_base, appendonly=True,
+                                 extra_config={'pidfile': self.redis_pidfile})
+        self.env_file = os.path.join(self.base, 'app.env')
+        with open(self.env_file, 'w') as handle:
+            handle.write('MODE=initial\n')
+        self.hook = os.path.join(self.base, 'hook.yml')
+        with open(self.hook, 'w') as handle:
+            yaml.safe_dump(HOOK, handle)
+        self.vars = {
+            'ansible_python_interpreter': sys.executable,
+            'ansible_connection': 'local',
+            'project': project,
+            'bluegreen_hosts': 'localhost',
+            'bluegreen_projects': [{'name': project, 'listen': '127.0.0.1:%d' % self.port,
+                                    'blue': ['127.0.0.1:%d' % self.apps['blue'].port],
+                                    'green': ['127.0.0.1:%d' % self.apps['green'].port],
+                                    'database': self.database, 'env_file': self.env_file}],
+            'bluegreen_install_nginx': False,
+            'bluegreen_manage_service': False,
+            'bluegreen_nginx_binary': '/usr/sbin/nginx',
+            'bluegreen_nginx_conf': self.nginx.conf,
+            'bluegreen_nginx_prefix': self.nginx.base,
+            'bluegreen_nginx_pid_file': self.nginx.pid_file,
+            'bluegreen_site_dir': self.nginx.conf_d,
+            'bluegreen_include_dir': self.nginx.include_dir,
+            'bluegreen_state_dir': os.path.join(self.base, 'slots'),
+            'bluegreen_traffic_state_dir': self.nginx.state_dir,
+            'bluegreen_health_retries': 5,
+            'bluegreen_db_host': 'localhost',
+            'bluegreen_db_backup_dir': os.path.join(self.base, 'db-backup'),
+            'bluegreen_db_login_unix_socket': pg_cluster.socket_dir,
+            'bluegreen_db_login_port': pg_cluster.port,
+            'bluegreen_db_os_user': '',
+            'bluegreen_metrics_dir': os.path.join(self.base, 'metrics'),
+            'bluegreen_env_root': os.path.join(self.base, 'env-backup'),
+            'bluegreen_redis_enabled': True,
+            'bluegreen_redis_host': 'localhost',
+            'bluegreen_redis_backup_dir': os.path.join(self.base, 'redis-backup'),
+            'bluegreen_redis_login_port': self.redis.port,
+            'bluegreen_redis_service_name': '',
+            'bluegreen_redis_start_command': [shutil.which('redis-server') or '/usr/bin/redis-server',
+                                              self.redis.conf_path, '--daemonize', 'yes'],
+            'bluegreen_deploy_hook': self.hook,
+            # host_cli has its own test; copying the core takes most of a role run here
+            'bluegreen_install_host_cli': False,
+            'test_app_root': os.path.join(self.base, 'apps'),
+            'test_psql': os.path.join(pg_cluster.bin, 'psql'),
+            'test_pg_socket': pg_cluster.socket_dir,
+            'test_pg_port': pg_cluster.port,
+            'test_database': self.database,
+            'test_migrations': MIGRATIONS,
+            'test_env_file': self.env_file,
+        }
+
+    def start(self, check_idempotent=False):
+        self.redis.start()
+        for app in self.apps.values():
+            app.start()
+        self.nginx.start()
+        play = [{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
+                 'roles': [{'role': 'codeb.backup.bluegreen'}]}]
+        path = os.path.join(self.base, 'setup.yml')
+        with open(path, 'w') as handle:
+            yaml.safe_dump(play, handle)
+        for _run in range(2 if check_idempotent else 1):
+            rc, out, err = run_playbook(path, inventory='localhost,', extra_vars=self.vars)
+            assert rc == 0, (out, err)
+        if check_idempotent:
+            # second run of the role: nothing changed
+            assert out['stats']['localhost']['changed'] == 0, changed_tasks(out)
+        assert http_get(self.port) == 'empty-blue'
+
+    def stop(self):
+        self.redis.stop()
+        try:    # a restore restarted it as a daemon: stop that one by its pid
+            with open(self.redis_pidfile) as handle:
+                os.kill(int(handle.read().strip()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+        self.nginx.stop()
+        for app in self.apps.values():
+            app.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def play(self, playbook, **extra):
+        rc, out, err = run_playbook(playbook, inventory='localhost,',
+                                    extra_vars=dict(self.vars, **extra))
+        return rc, out, err
+
+    def deploy(self, version):
+        rc, out, err = self.play(DEPLOY, version=version)
+        assert rc == 0, failure(out, err)
+        return out
+
+    def state(self):
+        with open(os.path.join(self.vars['bluegreen_state_dir'], '%s.json' % self.project)) as fh:
+            return json.load(fh)
+
+    def env(self):
+        with open(self.env_file) as handle:
+            return handle.read()
+
+    def rows(self):
+        return self.pg.psql('SELECT * FROM items ORDER BY id', database=self.database)
+
+    def backups(self):
+        return sorted(os.listdir(self.vars['bluegreen_db_backup_dir']))
+
+
+def changed_tasks(out):
+    return [task['task']['name'] for play in out['plays'] for task in play['tasks']
+            if any(result.get('changed') for result in task['hosts'].values())]
+
+
+def failure(out, err):
+    """The failed task's message, for assertions and readable test failures."""
+    if not isinstance(out, dict):
+        return str(out) + err
+    messages = []
+    for play in out.get('plays', []):
+        for task in play['tasks']:
+            for result in task['hosts'].values():
+                if result.get('failed') and not result.get('skipped'):
+                    messages.append('%s: %s' % (task['task']['name'], result.get('msg')))
+    return '\n'.join(messages) or err

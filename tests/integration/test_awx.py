@@ -23,13 +23,10 @@ import pytest
 import yaml
 
 from helpers.ansible_runner import BIN, ROOT, ansible_env, run_module
-from helpers.bluegreen import http_get
+from helpers.awx import CONTROLLER, TEMPLATES, failures, job_dir, ok_tasks, runner_cmdline
+from helpers.bluegreen import Site as BlueGreenSite, http_get
 from helpers.servers import PostgresCluster, RedisServer
-# the blue-green suite's site: nginx, two apps and a database, deployed by deploy.yml
-from integration.test_bluegreen_playbooks import Site as BlueGreenSite
 
-CONTROLLER = yaml.safe_load(open(os.path.join(ROOT, 'awx', 'controller.yml')))
-TEMPLATES = {t['name']: t for t in CONTROLLER['codeb_awx_job_templates']}
 # This file's share of the ports (the suites that run at the same time use others).
 PG_PORT, REDIS_PORT = 25600, 25601
 
@@ -396,65 +393,17 @@ def _inventory_vars(site):
     }
 
 
-def _survey_refuses(question, answer):
-    """What AWX refuses at launch, before a job runs: an answer outside the choices or
-    the length limits of its question."""
-    if question['type'] == 'multiplechoice':
-        return answer not in question['choices']
-    return not question.get('min', 0) <= len(answer) <= question.get('max', 1024)
-
-
 def launch(site, name, tmp, answers=None, inventory_vars=None, through_survey=True):
-    """Launch job template ``name`` as AWX does: a private data directory with the survey
-    defaults plus ``answers`` (and the template's own extra vars) in env/extravars, the
-    inventory (the local shape, plus ``inventory_vars``) in inventory/, the project checkout
-    in project/, run by ansible-runner. ``through_survey=False`` gives an answer the survey
-    would refuse, as the command line's -e can."""
-    template = TEMPLATES[name]
-    extravars = dict(template.get('extra_vars') or {})
-    answers = dict(answers or {})
-    refused = []
-    for question in template['survey']:
-        if question['variable'] in answers:
-            answer = answers.pop(question['variable'])
-            if _survey_refuses(question, answer):
-                refused.append(question['variable'])
-            extravars[question['variable']] = answer
-        elif 'default' in question:
-            extravars[question['variable']] = question['default']
-        else:
-            assert not question['required'], 'the survey requires an answer for %s' % question['variable']
-    assert not answers, 'not survey questions of %s: %s' % (name, sorted(answers))
-    assert bool(refused) != through_survey, ('answers the survey refuses', refused)
-    data = tempfile.mkdtemp(prefix='awx-job-', dir=str(tmp))
-    os.makedirs(os.path.join(data, 'env'))
-    os.makedirs(os.path.join(data, 'inventory'))
-    with open(os.path.join(data, 'env', 'extravars'), 'w') as handle:
-        yaml.safe_dump(extravars, handle)
-    # what the controller puts in the job's environment; the project's ansible.cfg finds
-    # the collection (AWX installs it from the project the same way)
-    with open(os.path.join(data, 'env', 'envvars'), 'w') as handle:
-        yaml.safe_dump({'PATH': BIN + os.pathsep + os.environ.get('PATH', '/usr/bin:/bin'),
-                        'ANSIBLE_NOCOLOR': '1'}, handle)
+    """Launch job template ``name`` as AWX does (helpers.awx.job_dir) against the local
+    inventory shape plus ``inventory_vars``, run by ansible-runner."""
     hosts = {'localhost': None}
     inventory = {'all': {'vars': dict(_inventory_vars(site), **(inventory_vars or {})), 'children': {
         group: {'hosts': hosts} for group in ('codeb_storage', 'codeb_backup', 'codeb_app')}}}
-    with open(os.path.join(data, 'inventory', 'hosts.yml'), 'w') as handle:
-        yaml.safe_dump(inventory, handle)
-    os.symlink(ROOT, os.path.join(data, 'project'))
-    result = ansible_runner.run(
-        private_data_dir=data, playbook=template['playbook'], quiet=True,
-        cmdline='--become' if template['become_enabled'] else None, timeout=600)
+    data, extravars = job_dir(name, tmp, answers, through_survey, inventory=inventory)
+    result = ansible_runner.run(private_data_dir=data, playbook=TEMPLATES[name]['playbook'],
+                                quiet=True, cmdline=runner_cmdline(name), timeout=600)
     events = list(result.events)
     return result, events, extravars
-
-
-def _failures(events):
-    return [e['event_data'] for e in events if e['event'] == 'runner_on_failed']
-
-
-def _ok_tasks(events):
-    return [e['event_data']['task'] for e in events if e['event'] == 'runner_on_ok']
 
 
 def test_backup_template_snapshots_the_sites_database_and_redis(site, tmp_path):
@@ -465,9 +414,9 @@ def test_backup_template_snapshots_the_sites_database_and_redis(site, tmp_path):
     result, events, extravars = launch(site, 'codeb.backup: backup', tmp_path,
                                        inventory_vars={'codeb_pg_databases': ['awxshop']})
     assert extravars == {}
-    assert result.status == 'successful' and result.rc == 0, _failures(events)
-    assert 'Snapshot each database' in _ok_tasks(events)
-    assert 'Snapshot Redis (RDB + AOF)' in _ok_tasks(events)
+    assert result.status == 'successful' and result.rc == 0, failures(events)
+    assert 'Snapshot each database' in ok_tasks(events)
+    assert 'Snapshot Redis (RDB + AOF)' in ok_tasks(events)
     stats = [e for e in events if e['event'] == 'playbook_on_stats'][-1]['event_data']
     assert not stats['failures'] and stats['changed'].get('localhost', 0) >= 2, stats
     dumps = os.listdir(os.path.join(site['base'], 'db-backup', 'postgresql'))
@@ -487,8 +436,8 @@ def test_env_restore_template_writes_the_version_back(site, tmp_path):
     result, events, extravars = launch(site, 'codeb.backup: env restore', tmp_path,
                                        answers={'project': 'awxapp', 'version': 'master'})
     assert extravars == {'action': 'restore', 'project': 'awxapp', 'version': 'master'}
-    assert result.status == 'successful' and result.rc == 0, _failures(events)
-    assert "Restore: write the version to the app's .env atomically" in _ok_tasks(events)
+    assert result.status == 'successful' and result.rc == 0, failures(events)
+    assert "Restore: write the version to the app's .env atomically" in ok_tasks(events)
     assert open(env_file).read() == 'MODE=first\nKEY=one\n'
     # the live file the restore replaced was saved first: nothing the app ran is lost
     info = run_module('codeb.backup.env_backup_info', dict(project='awxapp', root=store['root']))
@@ -498,10 +447,10 @@ def test_env_restore_template_writes_the_version_back(site, tmp_path):
 
 def _failed_with(result, events, task, message):
     assert result.status == 'failed' and result.rc != 0, (result.status, result.rc)
-    failures = _failures(events)
+    failed = failures(events)
     # the first failure is the check (a rescue may report it again after it)
-    assert failures and failures[0]['task'] == task, failures
-    msg = failures[0]['res']['msg']
+    assert failed and failed[0]['task'] == task, failed
+    msg = failed[0]['res']['msg']
     assert message in msg, msg
     return msg
 
@@ -578,7 +527,7 @@ def test_rollback_template_rolls_back_with_the_database(pg_cluster, site, tmp_pa
                                            answers={'project': 'awxroll', 'restore_db': 'true'},
                                            inventory_vars=inventory_vars)
         assert extravars == {'project': 'awxroll', 'restore_db': 'true'}
-        assert result.status == 'successful' and result.rc == 0, _failures(events)
+        assert result.status == 'successful' and result.rc == 0, failures(events)
         assert http_get(bluegreen.port) == 'v1'
         assert bluegreen.rows() == v1_rows
         state = bluegreen.state()

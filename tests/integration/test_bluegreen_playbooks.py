@@ -3,194 +3,15 @@ apps (blue and green answer the version deployed into them), the throwaway Postg
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 
 import pytest
-import yaml
 
 from ansible_collections.codeb.backup.plugins.module_utils import durable
 from ansible_collections.codeb.backup.plugins.module_utils.bluegreen import traffic
-from helpers.ansible_runner import ROOT, run_playbook
-from helpers.bluegreen import App, Nginx, http_get
-from helpers.servers import RedisServer, free_port
-
-DEPLOY = os.path.join(ROOT, 'playbooks', 'deploy.yml')
-ROLLBACK = os.path.join(ROOT, 'playbooks', 'rollback.yml')
-
-# The user's deploy hook: "install" the release into the slot's docroot and run its
-# migration (a SQL statement per version) against the project's database.
-HOOK = [
-    {'name': 'Install the release into the slot',
-     'ansible.builtin.copy': {'content': '{{ deploy_version }}\n',
-                              'dest': '{{ test_app_root }}/{{ deploy_slot }}/index.html',
-                              'mode': '0644'}},
-    {'name': 'Run the release migration',
-     'ansible.builtin.command': {'argv': ['{{ test_psql }}', '-X', '-v', 'ON_ERROR_STOP=1',
-                                          '-h', '{{ test_pg_socket }}', '-p', '{{ test_pg_port }}',
-                                          '-U', 'postgres', '-d', '{{ test_database }}',
-                                          '-c', '{{ test_migrations[deploy_version] }}']},
-     'when': 'deploy_version in test_migrations', 'changed_when': True},
-    {'name': 'Write the release ENV file',
-     'ansible.builtin.copy': {'content': 'MODE={{ deploy_version }}\n', 'dest': '{{ test_env_file }}',
-                              'mode': '0600'}},
-]
-
-MIGRATIONS = {
-    'v1': "CREATE TABLE items (id int PRIMARY KEY, name text); "
-          "INSERT INTO items VALUES (1, 'one'), (2, 'two')",
-    'v2': "ALTER TABLE items ADD COLUMN price int DEFAULT 5; "
-          "UPDATE items SET name = upper(name); INSERT INTO items VALUES (3, 'THREE', 7)",
-    'vbad': "UPDATE items SET nosuchcolumn = 1",
-}
-
-
-class Site(object):
-    def __init__(self, pg_cluster, project):
-        self.base = tempfile.mkdtemp(prefix='codeb-test-bg-')
-        os.chmod(self.base, 0o755)
-        self.project = project
-        self.pg = pg_cluster
-        self.database = project
-        pg_cluster.create_database(self.database)
-        self.apps = {slot: App(os.path.join(self.base, 'apps', slot)) for slot in ('blue', 'green')}
-        for slot, app in self.apps.items():
-            app.deploy('empty-%s' % slot)
-        self.nginx = Nginx(os.path.join(self.base, 'nginx'))
-        self.port = free_port()
-        # a Redis that a restore may stop and start again (daemonized, found by its pidfile)
-        redis_base = os.path.join(self.base, 'redis')
-        os.makedirs(redis_base)
-        self.redis_pidfile = os.path.join(redis_base, 'redis.pid')
-        self.redis = RedisServer(redis_base, appendonly=True,
-                                 extra_config={'pidfile': self.redis_pidfile})
-        self.env_file = os.path.join(self.base, 'app.env')
-        with open(self.env_file, 'w') as handle:
-            handle.write('MODE=initial\n')
-        self.hook = os.path.join(self.base, 'hook.yml')
-        with open(self.hook, 'w') as handle:
-            yaml.safe_dump(HOOK, handle)
-        self.vars = {
-            'ansible_python_interpreter': sys.executable,
-            'ansible_connection': 'local',
-            'project': project,
-            'bluegreen_hosts': 'localhost',
-            'bluegreen_projects': [{'name': project, 'listen': '127.0.0.1:%d' % self.port,
-                                    'blue': ['127.0.0.1:%d' % self.apps['blue'].port],
-                                    'green': ['127.0.0.1:%d' % self.apps['green'].port],
-                                    'database': self.database, 'env_file': self.env_file}],
-            'bluegreen_install_nginx': False,
-            'bluegreen_manage_service': False,
-            'bluegreen_nginx_binary': '/usr/sbin/nginx',
-            'bluegreen_nginx_conf': self.nginx.conf,
-            'bluegreen_nginx_prefix': self.nginx.base,
-            'bluegreen_nginx_pid_file': self.nginx.pid_file,
-            'bluegreen_site_dir': self.nginx.conf_d,
-            'bluegreen_include_dir': self.nginx.include_dir,
-            'bluegreen_state_dir': os.path.join(self.base, 'slots'),
-            'bluegreen_traffic_state_dir': self.nginx.state_dir,
-            'bluegreen_health_retries': 5,
-            'bluegreen_db_host': 'localhost',
-            'bluegreen_db_backup_dir': os.path.join(self.base, 'db-backup'),
-            'bluegreen_db_login_unix_socket': pg_cluster.socket_dir,
-            'bluegreen_db_login_port': pg_cluster.port,
-            'bluegreen_db_os_user': '',
-            'bluegreen_metrics_dir': os.path.join(self.base, 'metrics'),
-            'bluegreen_env_root': os.path.join(self.base, 'env-backup'),
-            'bluegreen_redis_enabled': True,
-            'bluegreen_redis_host': 'localhost',
-            'bluegreen_redis_backup_dir': os.path.join(self.base, 'redis-backup'),
-            'bluegreen_redis_login_port': self.redis.port,
-            'bluegreen_redis_service_name': '',
-            'bluegreen_redis_start_command': [shutil.which('redis-server') or '/usr/bin/redis-server',
-                                              self.redis.conf_path, '--daemonize', 'yes'],
-            'bluegreen_deploy_hook': self.hook,
-            # host_cli has its own test; copying the core takes most of a role run here
-            'bluegreen_install_host_cli': False,
-            'test_app_root': os.path.join(self.base, 'apps'),
-            'test_psql': os.path.join(pg_cluster.bin, 'psql'),
-            'test_pg_socket': pg_cluster.socket_dir,
-            'test_pg_port': pg_cluster.port,
-            'test_database': self.database,
-            'test_migrations': MIGRATIONS,
-            'test_env_file': self.env_file,
-        }
-
-    def start(self, check_idempotent=False):
-        self.redis.start()
-        for app in self.apps.values():
-            app.start()
-        self.nginx.start()
-        play = [{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
-                 'roles': [{'role': 'codeb.backup.bluegreen'}]}]
-        path = os.path.join(self.base, 'setup.yml')
-        with open(path, 'w') as handle:
-            yaml.safe_dump(play, handle)
-        for _run in range(2 if check_idempotent else 1):
-            rc, out, err = run_playbook(path, inventory='localhost,', extra_vars=self.vars)
-            assert rc == 0, (out, err)
-        if check_idempotent:
-            # second run of the role: nothing changed
-            assert out['stats']['localhost']['changed'] == 0, _changed_tasks(out)
-        assert http_get(self.port) == 'empty-blue'
-
-    def stop(self):
-        self.redis.stop()
-        try:    # a restore restarted it as a daemon: stop that one by its pid
-            with open(self.redis_pidfile) as handle:
-                os.kill(int(handle.read().strip()), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
-        self.nginx.stop()
-        for app in self.apps.values():
-            app.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    def play(self, playbook, **extra):
-        rc, out, err = run_playbook(playbook, inventory='localhost,',
-                                    extra_vars=dict(self.vars, **extra))
-        return rc, out, err
-
-    def deploy(self, version):
-        rc, out, err = self.play(DEPLOY, version=version)
-        assert rc == 0, _failure(out, err)
-        return out
-
-    def state(self):
-        with open(os.path.join(self.vars['bluegreen_state_dir'], '%s.json' % self.project)) as fh:
-            return json.load(fh)
-
-    def env(self):
-        with open(self.env_file) as handle:
-            return handle.read()
-
-    def rows(self):
-        return self.pg.psql('SELECT * FROM items ORDER BY id', database=self.database)
-
-    def backups(self):
-        return sorted(os.listdir(self.vars['bluegreen_db_backup_dir']))
-
-
-def _changed_tasks(out):
-    return [task['task']['name'] for play in out['plays'] for task in play['tasks']
-            if any(result.get('changed') for result in task['hosts'].values())]
-
-
-def _failure(out, err):
-    """The failed task's message, for assertions and readable test failures."""
-    if not isinstance(out, dict):
-        return str(out) + err
-    messages = []
-    for play in out.get('plays', []):
-        for task in play['tasks']:
-            for result in task['hosts'].values():
-                if result.get('failed') and not result.get('skipped'):
-                    messages.append('%s: %s' % (task['task']['name'], result.get('msg')))
-    return '\n'.join(messages) or err
+from helpers.ansible_runner import run_playbook
+from helpers.bluegreen import DEPLOY, ROLLBACK, Site, changed_tasks, failure, http_get
 
 
 @pytest.fixture
@@ -227,7 +48,7 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
     assert site.env() == 'MODE=v2\n'
     rc, out, err = site.play(ROLLBACK, restore_db=True, restore_env=True, restore_redis=True,
                              deployed_by='oncall')
-    assert rc == 0, _failure(out, err)
+    assert rc == 0, failure(out, err)
     assert http_get(site.port) == 'v1'
     assert site.rows() == v1_rows           # the database equals v1's snapshot
     assert site.redis.client().get('mode') == b'one'
@@ -240,7 +61,7 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
 
     # a second rollback returns to v2, with v2's data from the safety snapshot
     rc, out, err = site.play(ROLLBACK, restore_db=True, restore_env=True, restore_redis=True)
-    assert rc == 0, _failure(out, err)
+    assert rc == 0, failure(out, err)
     assert http_get(site.port) == 'v2'
     assert site.rows() == v2_rows
     assert site.env() == 'MODE=v2\n'
@@ -256,7 +77,7 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
     # a rollback without restore_db switches traffic and leaves the database as it is
     backups = site.backups()
     rc, out, err = site.play(ROLLBACK, to_version='v1')
-    assert rc == 0, _failure(out, err)
+    assert rc == 0, failure(out, err)
     assert http_get(site.port) == 'v1'
     assert site.rows() == v2_rows
     assert site.env() == 'MODE=v2\n'
@@ -264,8 +85,8 @@ def test_deploy_rollback_with_db_roll_forward_and_without_db(site):
     # with to_version, running it again changes nothing
     state = site.state()
     rc, out, err = site.play(ROLLBACK, to_version='v1')
-    assert rc == 0, _failure(out, err)
-    assert out['stats']['localhost']['changed'] == 0, _changed_tasks(out)
+    assert rc == 0, failure(out, err)
+    assert out['stats']['localhost']['changed'] == 0, changed_tasks(out)
     assert site.state() == state
     assert http_get(site.port) == 'v1'
 
@@ -276,7 +97,7 @@ def _refused(site, playbook, words, http='v2', check_env=True, **extra):
     state, rows, env = site.state(), site.rows(), site.env()
     rc, out, err = site.play(playbook, **extra)
     assert rc != 0, 'expected %s %r to be refused' % (os.path.basename(playbook), extra)
-    message = _failure(out, err)
+    message = failure(out, err)
     for word in words:
         assert word in message, message
     assert http_get(site.port) == http
@@ -344,14 +165,14 @@ def test_no_app_hosts_in_the_inventory_fails_loudly(tmp_path):
                                     extra_vars={'project': 'worb', 'version': 'v1',
                                                 'ansible_python_interpreter': sys.executable})
         assert rc != 0, (playbook, out)
-        message = _failure(out, err)
+        message = failure(out, err)
         assert str(inventory) in message and '"codeb_app"' in message, message
         assert 'nothing was changed' in message, message
         # and a pattern given with -e bluegreen_hosts that matches nothing as well
         rc, out, err = run_playbook(playbook, inventory=str(inventory),
                                     extra_vars={'project': 'worb', 'bluegreen_hosts': 'web*',
                                                 'ansible_python_interpreter': sys.executable})
-        assert rc != 0 and '"web*"' in _failure(out, err), out
+        assert rc != 0 and '"web*"' in failure(out, err), out
 
 
 def test_check_mode_predicts_and_an_interrupted_switch_is_finished(site):
@@ -362,7 +183,7 @@ def test_check_mode_predicts_and_an_interrupted_switch_is_finished(site):
     # files that do not exist
     rc, out, err = run_playbook(ROLLBACK, inventory='localhost,', check=True,
                                 extra_vars=dict(site.vars, restore_db=True))
-    assert rc == 0, _failure(out, err)
+    assert rc == 0, failure(out, err)
     message = _task_results(out, 'Show the result')[0]['msg']
     assert 'would take a safety snapshot' in message and 'would restore' in message, message
     assert 'restored from' not in message and 'now serves' not in message, message
@@ -376,7 +197,7 @@ def test_check_mode_predicts_and_an_interrupted_switch_is_finished(site):
                                mode=0o644)
     assert http_get(site.port) == 'v2'
     rc, out, err = site.play(ROLLBACK)
-    assert rc == 0, _failure(out, err)
+    assert rc == 0, failure(out, err)
     switch = _task_results(out, 'Step 4/5: switch traffic to the target slot')[0]
     assert switch['changed'] is True, switch
     assert http_get(site.port) == 'v1'
@@ -388,7 +209,7 @@ def test_check_mode_predicts_and_an_interrupted_switch_is_finished(site):
     durable.atomic_write_bytes(include, traffic.render_include(site.project, 'green').encode(),
                                mode=0o644)
     rc, out, err = site.play(ROLLBACK, to_version='v1')
-    assert rc == 0, _failure(out, err)
+    assert rc == 0, failure(out, err)
     assert http_get(site.port) == 'v1'
     assert 'nginx had not applied it' in _task_results(out, 'Show the result')[0]['msg']
 
@@ -406,7 +227,7 @@ def test_safety_snapshots_leave_the_daily_snapshot_metrics_alone(site):
     site.deploy('v1')
     site.deploy('v2')
     rc, out, err = site.play(ROLLBACK, restore_db=True)
-    assert rc == 0, _failure(out, err)
+    assert rc == 0, failure(out, err)
     with open(daily) as handle:
         assert handle.read() == failing_daily
     safety = os.path.join(metrics_dir, 'codeb_backup_pg_snapshot_safety_%s.prom' % site.database)
