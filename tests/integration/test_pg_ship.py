@@ -13,23 +13,14 @@ from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupE
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
 from ansible_collections.codeb.backup.plugins.module_utils.postgres import shipping, snapshot
 from helpers.ansible_runner import ROOT
-from helpers.sshd import SshServer, cli_wrapper
+from helpers.sshd import receiving_host
 
 DB = 'ship_src'
 
 
 @pytest.fixture
 def backup_host(tmp_path):
-    base = tmp_path / 'sshd'
-    base.mkdir()
-    root = tmp_path / 'backup-root'
-    root.mkdir()
-    server = SshServer(str(base))
-    wrapper = cli_wrapper(str(base / 'codeb-backup'))
-    server.authorize('%s receive --root %s --accept pg_snapshot --option '
-                     'pg_snapshot.keep_min=3' % (wrapper, root))
-    server.start()
-    server.root = root
+    server = receiving_host(tmp_path, '--accept pg_snapshot --option pg_snapshot.keep_min=3')
     yield server
     server.stop()
 
