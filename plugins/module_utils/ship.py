@@ -192,6 +192,7 @@ def receive_stream(stream, channel, directory, root=None, accepted=None, options
     validate_entry(entry)
     durable.ensure_dir(directory)
     incoming = _incoming_dir(directory, root)
+    check_room(incoming, entry)
     with job_lock(os.path.join(incoming, LOCK_NAME), 'receive into %s' % directory,
                   wait=lock_timeout):
         clear_incoming(incoming)  # what a killed receive left behind
@@ -221,6 +222,17 @@ def _incoming_dir(directory, root=None):
     if root is not None:
         validate_directory('directory', incoming, root)
     return incoming
+
+
+def check_room(directory, entry):
+    """Refuse an announcement larger than the free space of ``directory``'s file system
+    before a byte is written (a lying or huge header cannot fill the backup host's disk)."""
+    stat = os.statvfs(directory)
+    free = stat.f_bavail * stat.f_frsize
+    if entry['size_bytes'] > free:
+        raise BackupError('%s announces %d bytes, more than the %d bytes free in %s: refused, '
+                          'nothing was written' % (entry['file'], entry['size_bytes'], free,
+                                                   directory), param='entry.size_bytes')
 
 
 def clear_incoming(incoming):

@@ -132,3 +132,18 @@ class SshServer(object):
     def cli_args(self):
         return ['--ship-host', self.host, '--ship-user', self.user, '--ship-port', str(self.port),
                 '--ship-key', self.client_key, '--ship-known-hosts', self.known_hosts]
+
+
+def receiving_host(tmp_path, receive_args):
+    """A started "backup host": sshd whose only key runs ``codeb-backup receive --root ROOT
+    RECEIVE_ARGS``; ``server.root`` is ROOT. Stop it with ``server.stop()``."""
+    base = tmp_path / 'sshd'
+    base.mkdir()
+    root = tmp_path / 'backup-root'
+    root.mkdir()
+    server = SshServer(str(base))
+    wrapper = cli_wrapper(str(base / 'codeb-backup'))
+    server.authorize('%s receive --root %s %s' % (wrapper, root, receive_args))
+    server.start()
+    server.root = root
+    return server

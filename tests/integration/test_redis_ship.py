@@ -24,22 +24,13 @@ from ansible_collections.codeb.backup.plugins.module_utils.redis import snapshot
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
 from helpers.ansible_runner import ROOT
-from helpers.sshd import SshServer, cli_wrapper
+from helpers.sshd import receiving_host
 
 
 @pytest.fixture
 def backup_host(tmp_path):
     """A "backup host": sshd whose only authorized key runs `codeb-backup receive`."""
-    base = tmp_path / 'sshd'
-    base.mkdir()
-    root = tmp_path / 'backup-root'
-    root.mkdir()
-    server = SshServer(str(base))
-    wrapper = cli_wrapper(str(base / 'codeb-backup'))
-    server.authorize('%s receive --root %s --accept redis_snapshot --option '
-                     'redis_snapshot.keep_min=3' % (wrapper, root))
-    server.start()
-    server.root = root
+    server = receiving_host(tmp_path, '--accept redis_snapshot --option redis_snapshot.keep_min=3')
     yield server
     server.stop()
 

@@ -1,0 +1,66 @@
+"""Shipping pg_dump snapshots to the backup host over a REAL sshd, from a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.codeb.backup.plugins.module_utils import durable, ship
+from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
+from ansible_collections.codeb.backup.plugins.module_utils.postgres import shipping, snapshot
+from helpers.ansible_runner import ROOT
+from helpers.sshd import receiving_host
+
+DB = 'ship_src'
+
+
+@pytest.fixture
+def backup_host(tmp_path):
+    server = receiving_host(tmp_path, '--accept pg_snapshot --option pg_snapshot.keep_min=3')
+    yield server
+    server.stop()
+
+
+def _cli(*args):
+    code = ('import sys; sys.path.insert(0, %r); '
+            'from ansible_collections.codeb.backup.plugins.module_utils.cli import main; '
+            'sys.exit(main())' % os.path.join(ROOT, '.collections'))
+    return subprocess.run(['/usr/bin/python3', '-c', code] + list(args), capture_output=True,
+                          text=True, check=False, timeout=600)
+
+
+def test_pg_ship_verified_restorable_and_idempotent(pg_cluster, backup_host, tmp_path):
+    pg_cluster.create_database(DB)
+    pg_cluster.psql('CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 1234)', DB)
+    local = str(tmp_path / 'storage')
+    taken = snapshot.snapshot(dict(database=DB, backup_dir=local, login_host='127.0.0.1',
+                                   login_port=pg_cluster.port, login_password=pg_cluster.password,
+                                   metrics_dir=''))
+    remote = backup_host.root / 'db-backup' / 'postgresql'
+    proc = _cli('pg-ship', '--backup-dir', local, '--metrics-dir', str(tmp_path / 'm'),
+                '--ship-dir', str(remote), *backup_host.cli_args())
+    assert proc.returncode == 0, proc.stdout + proc.stderr + backup_host.read_log()
+    out = json.loads(proc.stdout)
+    assert [s['file'] for s in out['shipped']] == [taken['file']]
+    arrived = Manifest(str(remote)).load()
+    assert arrived[taken['file']]['sha256'] == taken['sha256']
+    assert durable.sha256_file(str(remote / taken['file'])) == taken['sha256']
+    # restorable from the backup host's copy
+    pg_cluster.create_database('ship_scratch')
+    unz = subprocess.run('zstd -dc %s | /usr/lib/postgresql/15/bin/pg_restore -d ship_scratch '
+                         '-h 127.0.0.1 -p %d -U postgres' % (remote / taken['file'], pg_cluster.port),
+                         shell=True, env=dict(os.environ, PGPASSWORD=pg_cluster.password),
+                         capture_output=True, text=True, check=False)
+    assert unz.returncode == 0, unz.stderr
+    assert pg_cluster.psql('SELECT count(*) FROM t', 'ship_scratch').strip() == '1234'
+    again = json.loads(_cli('pg-ship', '--backup-dir', local, '--metrics-dir', '',
+                            '--ship-dir', str(remote), *backup_host.cli_args()).stdout)
+    assert again['shipped'] == [] and again['present'] == [taken['file']]
+    # a channel this key does not accept is refused
+    target = ship.Target(**backup_host.target_kwargs())
+    with pytest.raises(BackupError):
+        ship.push([], target, 'redis_snapshot', str(remote))
