@@ -64,3 +64,61 @@ def test_pg_ship_verified_restorable_and_idempotent(pg_cluster, backup_host, tmp
     target = ship.Target(**backup_host.target_kwargs())
     with pytest.raises(BackupError):
         ship.push([], target, 'redis_snapshot', str(remote))
+
+
+@pytest.fixture
+def taken(pg_cluster, tmp_path):
+    """A real snapshot on the "storage host" and its manifest entry."""
+    pg_cluster.create_database(DB)
+    pg_cluster.psql('CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 50)', DB)
+    local = str(tmp_path / 'storage')
+    result = snapshot.snapshot(dict(database=DB, backup_dir=local, login_host='127.0.0.1',
+                                    login_port=pg_cluster.port, login_password=pg_cluster.password,
+                                    metrics_dir=''))
+    entry = {k: v for k, v in Manifest(local).load()[result['file']].items()
+             if k not in shipping._LOCAL_FIELDS}  # pylint: disable=protected-access
+    return os.path.join(local, result['file']), entry
+
+
+def _receive(path, entry, directory):
+    with open(path, 'rb') as stream:
+        return ship.receive_stream(stream, 'pg_snapshot', str(directory), entry=entry)
+
+
+@pytest.mark.parametrize('change,param', [
+    (dict(size_bytes=10 ** 18), 'entry.size_bytes'),     # larger than the free space
+    (dict(file='../' + DB + '-2026-01-07T10:30:00.dump.zst'), 'entry.file'),
+    (dict(sha256='0' * 64), None),                       # damaged in transit
+])
+def test_receive_refuses_and_writes_nothing(taken, tmp_path, change, param):
+    path, entry = taken
+    remote = tmp_path / 'backup'
+    with pytest.raises(BackupError) as refused:
+        _receive(path, dict(entry, **change), remote)
+    if param:
+        assert refused.value.param == param, str(refused.value)
+    left = [os.path.join(d, f) for d, _dirs, files in os.walk(str(tmp_path / 'backup')) for f in files
+            if not f.startswith('.')]
+    assert left == [], left
+
+
+def test_import_refuses_an_entry_of_another_database(taken, tmp_path):
+    path, entry = taken
+    with pytest.raises(BackupError) as refused:
+        shipping.import_snapshot(path, dict(entry, database='other'), str(tmp_path / 'backup'))
+    assert refused.value.param == 'entry.file'
+    assert not os.path.exists(str(tmp_path / 'backup' / entry['file']))
+
+
+def test_backup_host_retention_keeps_keep_min_when_every_snapshot_is_old(taken, tmp_path):
+    """Snapshots stopped weeks ago: 7-day retention would drop all; keep_min stay."""
+    path, entry = taken
+    remote = str(tmp_path / 'backup')
+    suffix = entry['file'][len(DB) + 1 + len(entry['time']):]
+    for day in (1, 2, 3, 4):
+        when = '2026-01-0%dT02:00:00' % day
+        shipping.import_snapshot(path, dict(entry, time=when, file='%s-%s%s' % (DB, when, suffix)),
+                                 remote, keep_days=7, keep_min=2)
+    kept = sorted(f for f in os.listdir(remote) if f.startswith(DB))
+    assert kept == ['%s-2026-01-0%dT02:00:00%s' % (DB, day, suffix) for day in (3, 4)], kept
+    assert sorted(Manifest(remote).load()) == kept
