@@ -24,7 +24,9 @@ from ansible_collections.codeb.backup.plugins.module_utils.spec import Option, p
 # by default only when a stanza is given.
 KINDS = ('pgbackrest', 'pg_snapshot', 'redis', 'env')
 METRIC_KIND = dict((kind, 'drill_' + kind) for kind in KINDS)
-DEFAULT_SCRATCH_PATH = '/opt/codeb/drill-scratch'
+# Not under the backup root /opt/codeb: that is 0700 on the storage host, and the scratch
+# cluster's postgres must reach its directory through every parent.
+DEFAULT_SCRATCH_PATH = '/var/lib/codeb-drill-scratch'
 # Data directories of the packaged servers: a scratch path there (or below) is refused
 # even when no server runs at the moment.
 DEFAULT_PROTECTED_PATHS = ('/var/lib/postgresql', '/var/lib/redis', '/etc/postgresql')
