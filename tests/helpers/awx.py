@@ -54,7 +54,8 @@ def job_dir(name, parent, answers=None, through_survey=True, inventory=None,
     (directory, extravars). The inventory is ``inventory`` (a dict, written as
     inventory/hosts.yml) or a copy of the directory ``inventory_dir`` (as AWX syncs an
     inventory source from the project). ``project`` is what project/ links to; ``path``
-    the PATH of the job's environment (default: the project's venv first)."""
+    the PATH of the job's environment (default: the project's venv first); ``project=None``
+    leaves project/ to the caller (a directory copied into a container links it there)."""
     extravars = extra_vars(name, answers, through_survey)
     data = tempfile.mkdtemp(prefix='awx-job-', dir=str(parent))
     os.makedirs(os.path.join(data, 'env'))
@@ -71,7 +72,8 @@ def job_dir(name, parent, answers=None, through_survey=True, inventory=None,
         os.makedirs(os.path.join(data, 'inventory'))
         with open(os.path.join(data, 'inventory', 'hosts.yml'), 'w') as handle:
             yaml.safe_dump(inventory, handle)
-    os.symlink(project, os.path.join(data, 'project'))
+    if project:
+        os.symlink(project, os.path.join(data, 'project'))
     return data, extravars
 
 

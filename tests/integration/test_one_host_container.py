@@ -7,21 +7,27 @@ the repository's ansible.cfg, i.e. on the default inventory ``inventories/local`
 every group is that machine (the one-host shape of postgresql_backup). Then: a second run
 and a ``--check --diff`` run report changed=0, WAL archiving and the first full backup
 work, and a PITR into a scratch cluster (playbooks/restore.yml) recovers a row written a
-moment before and not one written after. The container and its network are removed
-afterwards.
+moment before and not one written after. The first setup run and the PITR are launched
+the way AWX launches their job templates: ansible-runner, inside the container, on a private
+data directory holding the templates' extra vars and the local inventory. The container and
+its network are removed afterwards.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
+from helpers.awx import TEMPLATES, failures, job_dir, runner_cmdline
 from helpers.servers import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,12 +51,14 @@ def podman(*args, check=True, timeout=300):
     return proc
 
 
+CONTAINER_PATH = '%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' % os.path.join(
+    ROOT, '.venv', 'bin')
+
+
 def in_container(argv, check=True, timeout=300):
     """Run argv in the container, from the repository root, with the project's ansible."""
-    bin_dir = os.path.join(ROOT, '.venv', 'bin')
     return podman('exec', '-w', ROOT, '-e', 'ANSIBLE_CONFIG=%s' % os.path.join(ROOT, 'ansible.cfg'),
-                  '-e', 'ANSIBLE_FORCE_COLOR=0',
-                  '-e', 'PATH=%s:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' % bin_dir,
+                  '-e', 'ANSIBLE_FORCE_COLOR=0', '-e', 'PATH=%s' % CONTAINER_PATH,
                   NAME, *argv, check=check, timeout=timeout)
 
 
@@ -59,6 +67,45 @@ def playbook(*args):
     assert proc.returncode == 0, 'ansible-playbook %s failed (rc %d):\n%s\n%s' % (
         ' '.join(args), proc.returncode, proc.stdout[-12000:], proc.stderr[-4000:])
     return proc.stdout
+
+
+def awx_job(name, answers=None):
+    """Launch job template ``name`` in the container as AWX does: ansible-runner on a private
+    data directory with the template's extra vars and survey answers, the local inventory
+    (as an inventory source synced from the project) and project/ linked to the checkout.
+    Asserts the job succeeded; returns its stdout."""
+    parent = tempfile.mkdtemp(prefix='codeb-onehost-awx-')
+    try:
+        return _awx_job(name, answers, parent)
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _awx_job(name, answers, parent):
+    host_dir, _extravars = job_dir(name, parent, answers,
+                                   inventory_dir=os.path.join(ROOT, 'inventories', 'local'),
+                                   project=None, path=CONTAINER_PATH)
+    inside = '/root/%s' % os.path.basename(host_dir)
+    podman('cp', host_dir, '%s:%s' % (NAME, inside))
+    in_container(['ln', '-s', ROOT, inside + '/project'])
+    argv = ['ansible-runner', 'run', inside, '-p', TEMPLATES[name]['playbook'], '--ident', 'job']
+    if runner_cmdline(name):
+        argv.append('--cmdline=%s' % runner_cmdline(name))
+    in_container(argv, check=False, timeout=PLAYBOOK_TIMEOUT)
+    artifacts = os.path.join(host_dir, 'artifacts')
+    podman('cp', '%s:%s/artifacts/job' % (NAME, inside), artifacts)
+
+    def read(name):
+        with open(os.path.join(artifacts, name)) as handle:
+            return handle.read()
+    events = []
+    for path in sorted(glob.glob(os.path.join(artifacts, 'job_events', '*.json'))):
+        with open(path) as handle:
+            events.append(json.load(handle))
+    status, rc, stdout = read('status').strip(), read('rc').strip(), read('stdout')
+    assert (status, rc) == ('successful', '0'), 'job %s: %s rc %s, failed tasks %s\n%s' % (
+        name, status, rc, failures(events), stdout[-12000:])
+    return stdout
 
 
 def recap(output):
@@ -123,8 +170,9 @@ def container():
 
 @pytest.fixture(scope='module')
 def set_up(container):
-    """setup-backup.yml twice and once in check mode; the outputs."""
-    first = playbook('playbooks/setup-backup.yml')
+    """The setup job template (setup_backup.yml, which setup-backup.yml imports), then the
+    user's command twice, once in check mode; the outputs."""
+    first = awx_job('codeb.backup: setup')
     second = playbook('playbooks/setup-backup.yml')
     check = playbook('playbooks/setup-backup.yml', '--check', '--diff')
     return first, second, check
@@ -176,7 +224,8 @@ def test_pitr_to_scratch_recovers_a_row_written_a_moment_before(set_up):
              10, 'the clock to pass the target time')
     after = 'after-%d' % time.time_ns()
     psql("INSERT INTO onehost_probe VALUES ('%s')" % after)
-    playbook('playbooks/restore.yml', '-e', "target_time='%s'" % target, '-e', 'restore_to=scratch')
+    # the restore job template with its survey answers
+    awx_job('codeb.backup: restore', {'target_time': target, 'restore_to': 'scratch'})
     scratch = '/opt/codeb/pitr-scratch/codeb'
     rows = psql('SELECT marker FROM onehost_probe ORDER BY marker', host=scratch, port=5499).splitlines()
     assert marker in rows and after not in rows, rows
