@@ -26,6 +26,7 @@ from helpers.ansible_runner import BIN, ROOT, ansible_env, run_module
 from helpers.awx import CONTROLLER, TEMPLATES, failures, job_dir, ok_tasks, runner_cmdline
 from helpers.bluegreen import Site as BlueGreenSite, http_get
 from helpers.servers import PostgresCluster, RedisServer
+from helpers.sshd import cli_wrapper
 
 # This file's share of the ports (the suites that run at the same time use others).
 PG_PORT, REDIS_PORT = 25600, 25601
@@ -534,3 +535,50 @@ def test_rollback_template_rolls_back_with_the_database(pg_cluster, site, tmp_pa
         assert state['activeSlot'] == 'blue' and state['history'][-1]['restored'] == ['db']
     finally:
         bluegreen.stop()
+
+
+def test_verify_template_drills_what_the_backup_template_took_and_fails_on_damage(site, tmp_path):
+    """The "backup then verify" workflow's two jobs: a backup, then the drills of the local
+    shape (pg_snapshot on the storage group, redis and env on the backup group) restore
+    what it took into scratch space and pass; a flipped byte in the snapshot fails the
+    verify job with the drill's message naming the file."""
+    site['pg'].create_database('awxverify')
+    site['pg'].psql('CREATE TABLE v (id int); INSERT INTO v SELECT generate_series(1, 77)',
+                    database='awxverify')
+    site['redis'].client().set('awx:verify', 'v')
+    backup_vars = {'codeb_pg_databases': ['awxverify']}
+    result, events, _extravars = launch(site, 'codeb.backup: backup', tmp_path, inventory_vars=backup_vars)
+    assert result.status == 'successful', failures(events)
+    store = dict(project='awxverify', root=_inventory_vars(site)['env_backup_root'],
+                 metrics_dir=str(tmp_path / 'metrics'))
+    assert not run_module('codeb.backup.env_backup', dict(store, content='K=v\n')).get('failed')
+    pg_dir = _inventory_vars(site)['codeb_pg_snapshot_dir']
+    drill_vars = {
+        'restore_drill_cli_path': cli_wrapper(str(tmp_path / 'codeb-backup')),
+        'restore_drill_scratch_path': os.path.join(site['base'], 'drill'),
+        'restore_drill_pg_backup_dir': pg_dir,
+        'restore_drill_pg_databases': ['awxverify'],
+        'restore_drill_redis_backup_dir': _inventory_vars(site)['redis_backup_dir'],
+        'restore_drill_env_root': store['root'],
+        'restore_drill_env_targets': ['awxverify/production'],
+        'restore_drill_metrics_dir': os.path.join(site['base'], 'metrics'),
+    }
+    result, events, extravars = launch(site, 'codeb.backup: verify backup', tmp_path,
+                                       inventory_vars=drill_vars)
+    assert extravars == {}
+    assert result.status == 'successful' and result.rc == 0, failures(events)
+    assert 'Fail when a drill failed' in ok_tasks(events)
+    summary = [e['event_data']['res']['msg'] for e in events if e['event'] == 'runner_on_ok'
+               and e['event_data']['task'] == "Show each kind's outcome"][0]
+    for kind in ('pg_snapshot: passed', 'redis: passed', 'env: passed'):
+        assert kind in summary, summary
+    (snapshot,) = [f for f in os.listdir(pg_dir) if f.startswith('awxverify-') and '.dump' in f]
+    with open(os.path.join(pg_dir, snapshot), 'r+b') as handle:
+        handle.seek(os.path.getsize(os.path.join(pg_dir, snapshot)) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    result, events, _extravars = launch(site, 'codeb.backup: verify backup', tmp_path,
+                                        inventory_vars=drill_vars)
+    msg = _failed_with(result, events, 'Fail when a drill failed', snapshot)
+    assert 'pg_snapshot' in msg, msg
