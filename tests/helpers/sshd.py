@@ -47,6 +47,16 @@ def cli_wrapper(path, python=None):
     return path
 
 
+def run_cli(*args):
+    """The repository's ``codeb-backup ARGS`` under Debian's python3, as cron runs it on a
+    host; the finished process."""
+    code = ('import sys; sys.path.insert(0, %r); '
+            'from ansible_collections.codeb.backup.plugins.module_utils.cli import main; '
+            'sys.exit(main())' % os.path.join(ROOT, '.collections'))
+    return subprocess.run(['/usr/bin/python3', '-c', code] + list(args), capture_output=True,
+                          text=True, check=False, timeout=600)
+
+
 class SshServer(object):
     """sshd on 127.0.0.1:<random>; ``authorize(forced_command)`` adds the client key with
     ``restrict,command="..."``; ``client_args()`` are the ship.Target settings."""

@@ -12,8 +12,7 @@ from ansible_collections.codeb.backup.plugins.module_utils import durable, ship
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
 from ansible_collections.codeb.backup.plugins.module_utils.postgres import shipping, snapshot
-from helpers.ansible_runner import ROOT
-from helpers.sshd import receiving_host
+from helpers.sshd import receiving_host, run_cli
 
 DB = 'ship_src'
 
@@ -25,24 +24,26 @@ def backup_host(tmp_path):
     server.stop()
 
 
-def _cli(*args):
-    code = ('import sys; sys.path.insert(0, %r); '
-            'from ansible_collections.codeb.backup.plugins.module_utils.cli import main; '
-            'sys.exit(main())' % os.path.join(ROOT, '.collections'))
-    return subprocess.run(['/usr/bin/python3', '-c', code] + list(args), capture_output=True,
-                          text=True, check=False, timeout=600)
-
-
-def test_pg_ship_verified_restorable_and_idempotent(pg_cluster, backup_host, tmp_path):
+@pytest.fixture
+def taken(pg_cluster, tmp_path):
+    """A real snapshot on the "storage host" and its manifest entry."""
     pg_cluster.create_database(DB)
     pg_cluster.psql('CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 1234)', DB)
     local = str(tmp_path / 'storage')
-    taken = snapshot.snapshot(dict(database=DB, backup_dir=local, login_host='127.0.0.1',
-                                   login_port=pg_cluster.port, login_password=pg_cluster.password,
-                                   metrics_dir=''))
+    result = snapshot.snapshot(dict(database=DB, backup_dir=local, login_host='127.0.0.1',
+                                    login_port=pg_cluster.port, login_password=pg_cluster.password,
+                                    metrics_dir=''))
+    entry = {k: v for k, v in Manifest(local).load()[result['file']].items()
+             if k not in shipping._LOCAL_FIELDS}  # pylint: disable=protected-access
+    return os.path.join(local, result['file']), entry
+
+
+def test_pg_ship_verified_restorable_and_idempotent(pg_cluster, backup_host, taken, tmp_path):
+    path, taken = taken
+    local = os.path.dirname(path)
     remote = backup_host.root / 'db-backup' / 'postgresql'
-    proc = _cli('pg-ship', '--backup-dir', local, '--metrics-dir', str(tmp_path / 'm'),
-                '--ship-dir', str(remote), *backup_host.cli_args())
+    proc = run_cli('pg-ship', '--backup-dir', local, '--metrics-dir', str(tmp_path / 'm'),
+                   '--ship-dir', str(remote), *backup_host.cli_args())
     assert proc.returncode == 0, proc.stdout + proc.stderr + backup_host.read_log()
     out = json.loads(proc.stdout)
     assert [s['file'] for s in out['shipped']] == [taken['file']]
@@ -57,27 +58,13 @@ def test_pg_ship_verified_restorable_and_idempotent(pg_cluster, backup_host, tmp
                          capture_output=True, text=True, check=False)
     assert unz.returncode == 0, unz.stderr
     assert pg_cluster.psql('SELECT count(*) FROM t', 'ship_scratch').strip() == '1234'
-    again = json.loads(_cli('pg-ship', '--backup-dir', local, '--metrics-dir', '',
-                            '--ship-dir', str(remote), *backup_host.cli_args()).stdout)
+    again = json.loads(run_cli('pg-ship', '--backup-dir', local, '--metrics-dir', '',
+                               '--ship-dir', str(remote), *backup_host.cli_args()).stdout)
     assert again['shipped'] == [] and again['present'] == [taken['file']]
     # a channel this key does not accept is refused
     target = ship.Target(**backup_host.target_kwargs())
     with pytest.raises(BackupError):
         ship.push([], target, 'redis_snapshot', str(remote))
-
-
-@pytest.fixture
-def taken(pg_cluster, tmp_path):
-    """A real snapshot on the "storage host" and its manifest entry."""
-    pg_cluster.create_database(DB)
-    pg_cluster.psql('CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 50)', DB)
-    local = str(tmp_path / 'storage')
-    result = snapshot.snapshot(dict(database=DB, backup_dir=local, login_host='127.0.0.1',
-                                    login_port=pg_cluster.port, login_password=pg_cluster.password,
-                                    metrics_dir=''))
-    entry = {k: v for k, v in Manifest(local).load()[result['file']].items()
-             if k not in shipping._LOCAL_FIELDS}  # pylint: disable=protected-access
-    return os.path.join(local, result['file']), entry
 
 
 def _receive(path, entry, directory):

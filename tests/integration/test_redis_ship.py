@@ -23,8 +23,7 @@ from ansible_collections.codeb.backup.plugins.module_utils.redis import shipping
 from ansible_collections.codeb.backup.plugins.module_utils.redis import snapshot as rsnap
 from ansible_collections.codeb.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.codeb.backup.plugins.module_utils.manifest import Manifest
-from helpers.ansible_runner import ROOT
-from helpers.sshd import receiving_host
+from helpers.sshd import receiving_host, run_cli
 
 
 @pytest.fixture
@@ -33,14 +32,6 @@ def backup_host(tmp_path):
     server = receiving_host(tmp_path, '--accept redis_snapshot --option redis_snapshot.keep_min=3')
     yield server
     server.stop()
-
-
-def _cli(*args):
-    code = ('import sys; sys.path.insert(0, %r); '
-            'from ansible_collections.codeb.backup.plugins.module_utils.cli import main; '
-            'sys.exit(main())' % os.path.join(ROOT, '.collections'))
-    return subprocess.run(['/usr/bin/python3', '-c', code] + list(args), capture_output=True,
-                          text=True, check=False, timeout=600)
 
 
 def _files(directory):
@@ -54,9 +45,9 @@ def test_cron_command_snapshots_and_ships_verified(redis_factory, backup_host, t
         client.set('k:%d' % i, i)
     local = tmp_path / 'storage'
     remote = backup_host.root / 'db-backup' / 'redis'
-    proc = _cli('redis-snapshot', '--port', str(server.port), '--backup-dir', str(local),
-                '--metrics-dir', str(tmp_path / 'm'), '--ship', '--ship-dir', str(remote),
-                *backup_host.cli_args())
+    proc = run_cli('redis-snapshot', '--port', str(server.port), '--backup-dir', str(local),
+                   '--metrics-dir', str(tmp_path / 'm'), '--ship', '--ship-dir', str(remote),
+                   *backup_host.cli_args())
     assert proc.returncode == 0, proc.stdout + proc.stderr + backup_host.read_log()
     result = json.loads(proc.stdout)
     taken = {e['file']: e for e in result['snapshots']}
@@ -78,9 +69,9 @@ def test_cron_command_snapshots_and_ships_verified(redis_factory, backup_host, t
 
     # only what the backup host lacks travels
     client.set('later', 1)
-    again = _cli('redis-snapshot', '--port', str(server.port), '--backup-dir', str(local),
-                 '--metrics-dir', str(tmp_path / 'm'), '--formats', 'rdb', '--no-prune',
-                 '--ship', '--ship-dir', str(remote), *backup_host.cli_args())
+    again = run_cli('redis-snapshot', '--port', str(server.port), '--backup-dir', str(local),
+                    '--metrics-dir', str(tmp_path / 'm'), '--formats', 'rdb', '--no-prune',
+                    '--ship', '--ship-dir', str(remote), *backup_host.cli_args())
     assert again.returncode == 0, again.stderr
     out = json.loads(again.stdout)
     assert [s['file'] for s in out['ship']['shipped']] == [out['snapshots'][0]['file']]
@@ -164,8 +155,8 @@ def test_kill_9_of_ssh_mid_stream_leaves_nothing_final_and_retry_ships(
     assert Manifest(str(remote)).load() == {}
     assert _files(local) == sorted(['current.rdb', entry['file'], 'manifest.json'])
 
-    retry = _cli('redis-ship', '--backup-dir', str(local), '--metrics-dir', '',
-                 '--ship-dir', str(remote), *backup_host.cli_args())
+    retry = run_cli('redis-ship', '--backup-dir', str(local), '--metrics-dir', '',
+                    '--ship-dir', str(remote), *backup_host.cli_args())
     assert retry.returncode == 0, retry.stderr
     shipped = json.loads(retry.stdout)['shipped']
     assert [s['file'] for s in shipped] == [entry['file']]
